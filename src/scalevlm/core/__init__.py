@@ -1,0 +1,1 @@
+"""Pure, deterministic functions on plain data and tensors. No file I/O, no Prefect/DVC/TRL imports."""

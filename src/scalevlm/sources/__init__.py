@@ -1,0 +1,1 @@
+"""Data sources for curation: embedded generators, local JSONL files and Hugging Face datasets."""

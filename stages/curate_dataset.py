@@ -1,0 +1,190 @@
+"""curate_dataset: pull every enabled source into the one curated schema.
+
+deps:  src/scalevlm/sources, data/local (user JSONL files), params.yaml[curate_dataset]
+outs:  data/curate_dataset/{records.jsonl, dropped.jsonl, images/}, reports/curate_dataset/metrics.json
+cmd:   python -m stages.curate_dataset
+
+Per record: text normalised (NFC, CRLF→LF, stripped), images stored content-addressed, id = "<source>/<key>",
+split = stable hash of the id. Exact duplicates (same image bytes and text) and near duplicates (same coarse
+colour hash of the images and the same normalised question) are dropped, the lowest id kept. Every input record
+ends up in records.jsonl or in dropped.jsonl with its reason; metrics.json counts both by source and reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scalevlm.core.splits import assign_split
+from scalevlm.records import ANSWER_TYPES, Record, perceptual_hash, png_bytes, write_jsonl, write_records
+from scalevlm.runtime import stage_main, write_json
+from scalevlm.sources.base import Candidate, Dropped, SourceContext
+from scalevlm.sources.hub import HubConfig, hub_source
+from scalevlm.sources.local import LocalConfig, local_source
+from scalevlm.sources.synthetic import DigitsConfig, GridConfig, digits_source, synthetic_source
+
+NAME = "curate_dataset"
+OUT_DATA = Path("data") / NAME
+OUT_REPORT = Path("reports") / NAME
+log = logging.getLogger(NAME)
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    synthetic: GridConfig
+    digits: DigitsConfig
+    local: LocalConfig
+    hub: HubConfig
+
+
+@dataclass(frozen=True)
+class Config:
+    val_fraction: float
+    test_fraction: float
+    split_salt: str
+    sources: SourcesConfig
+
+
+SOURCES = {"synthetic": synthetic_source, "digits": digits_source, "local": local_source, "hub": hub_source}
+
+
+@dataclass
+class _Pending:
+    """A candidate after normalisation, images already encoded (PIL objects released)."""
+
+    record: Record
+    pngs: tuple[bytes, ...]
+    exact_key: str
+    near_key: str
+
+
+def normalise_text(text: str) -> str:
+    return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+
+
+def normalise_question(text: str) -> str:
+    """Key for near-duplicate questions: case, punctuation and whitespace runs ignored."""
+    kept = "".join(ch if ch.isalnum() else " " for ch in normalise_text(text).casefold())
+    return " ".join(kept.split())
+
+
+def _prepare(name: str, cand: Candidate, cfg: Config, root: Path) -> _Pending | Dropped:
+    sample_id = f"{name}/{cand.key}"
+    texts = {k: normalise_text(getattr(cand, k)) for k in ("question", "reasoning", "answer")}
+    empty = [k for k, v in texts.items() if not v]
+    if empty:
+        return Dropped(cand.key, "missing_field", f"{sample_id}: empty {empty} after normalisation", _raw(cand))
+    if cand.answer_type not in ANSWER_TYPES:
+        return Dropped(cand.key, "bad_answer_type", f"{sample_id}: answer_type {cand.answer_type!r} not in {ANSWER_TYPES}", _raw(cand))
+    if not cand.images:
+        return Dropped(cand.key, "missing_image", f"{sample_id}: no image", _raw(cand))
+    pngs = tuple(png_bytes(im) for im in cand.images)
+    digests = [hashlib.sha256(b).hexdigest() for b in pngs]
+    near = "|".join(perceptual_hash(im) for im in cand.images)
+    record = Record(
+        id=sample_id,
+        images=tuple(f"images/{d[:2]}/{d}.png" for d in digests),
+        question=texts["question"],
+        reasoning=texts["reasoning"],
+        answer=texts["answer"],
+        answer_type=cand.answer_type,
+        choices=tuple(normalise_text(c) for c in cand.choices) if cand.choices is not None else None,
+        source=name,
+        split=assign_split(sample_id, cfg.val_fraction, cfg.test_fraction, cfg.split_salt),
+        provenance=cand.provenance,
+    )
+    exact = hashlib.sha256("\x00".join([*digests, record.question, record.reasoning, record.answer]).encode()).hexdigest()
+    return _Pending(record, pngs, exact, f"{near}|{normalise_question(record.question)}")
+
+
+def _raw(cand: Candidate) -> dict[str, Any]:
+    return {
+        "key": cand.key, "question": cand.question, "reasoning": cand.reasoning, "answer": cand.answer,
+        "answer_type": cand.answer_type, "choices": list(cand.choices) if cand.choices else None,
+        "n_images": len(cand.images), "provenance": cand.provenance,
+    }
+
+
+def _collect(cfg: Config, root: Path) -> Iterator[tuple[str, _Pending | Dropped]]:
+    for name, source in SOURCES.items():
+        source_cfg = getattr(cfg.sources, name)
+        if not source_cfg.enabled:
+            continue
+        ctx = SourceContext(
+            split_of=lambda key, n=name: assign_split(f"{n}/{key}", cfg.val_fraction, cfg.test_fraction, cfg.split_salt),
+            root=root,
+        )
+        for item in source(source_cfg, ctx):
+            yield name, _prepare(name, item, cfg, root) if isinstance(item, Candidate) else item
+
+
+def curate(cfg: Config, root: Path) -> tuple[list[_Pending], list[dict[str, Any]], Counter, Counter]:
+    """Collect, then de-duplicate in id order (deterministic: the lowest id of a duplicate group is kept)."""
+    pending, dropped = [], []
+    seen_in = Counter()
+    for name, item in _collect(cfg, root):
+        seen_in[name] += 1
+        if isinstance(item, Dropped):
+            dropped.append({"id": f"{name}/{item.key}", "source": name, "reason": item.reason, "detail": item.detail, "raw": item.raw})
+        else:
+            pending.append(item)
+    pending.sort(key=lambda p: p.record.id)
+    kept: list[_Pending] = []
+    first: dict[str, str] = {}
+    for p in pending:
+        for kind, key in (("duplicate_id", "id:" + p.record.id), ("duplicate_exact", "x:" + p.exact_key), ("duplicate_near", "n:" + p.near_key)):
+            if key in first:
+                dropped.append({"id": p.record.id, "source": p.record.source, "reason": kind,
+                                "detail": f"duplicate of {first[key]}", "raw": p.record.to_json()})
+                break
+        else:
+            for key in ("id:" + p.record.id, "x:" + p.exact_key, "n:" + p.near_key):
+                first[key] = p.record.id
+            kept.append(p)
+    dropped.sort(key=lambda d: (d["id"], d["reason"]))
+    return kept, dropped, seen_in, Counter(d["reason"] for d in dropped)
+
+
+def run(cfg: Config, root: Path) -> dict[str, Any]:
+    kept, dropped, seen_in, reasons = curate(cfg, root)
+    out = root / OUT_DATA
+    if out.exists():
+        shutil.rmtree(out)  # outputs are rewritten completely, never merged with a previous run
+    for p in kept:
+        for rel, data in zip(p.record.images, p.pngs):
+            path = out / rel
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+    write_records(out / "records.jsonl", [p.record for p in kept])
+    write_jsonl(out / "dropped.jsonl", dropped)
+    metrics = {
+        "input": sum(seen_in.values()),
+        "curated": len(kept),
+        "dropped": len(dropped),
+        "input_by_source": dict(sorted(seen_in.items())),
+        "curated_by_source": dict(sorted(Counter(p.record.source for p in kept).items())),
+        "curated_by_split": dict(sorted(Counter(p.record.split for p in kept).items())),
+        "dropped_by_reason": dict(sorted(reasons.items())),
+        "dropped_by_source": dict(sorted(Counter(d["source"] for d in dropped).items())),
+    }
+    if metrics["curated"] + metrics["dropped"] != metrics["input"]:
+        raise RuntimeError(f"curation lost records: {metrics}")  # an invariant, not a user error
+    write_json(root / OUT_REPORT / "metrics.json", metrics)
+    log.info("curated %d of %d records (%d dropped: %s)", len(kept), metrics["input"], len(dropped), dict(reasons))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(NAME, Config, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
