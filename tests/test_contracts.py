@@ -1,0 +1,82 @@
+"""Contracts between dvc.yaml, params.yaml and the code: names line up, configs load, layering holds."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scalevlm.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def _paths(entries: list) -> list[str]:
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+@pytest.mark.parametrize("name", sorted(DVC))
+def test_stage_names_line_up(name: str) -> None:
+    spec = DVC[name]
+    assert re.match(rf"python -m stages\.{name}( |$)", spec["cmd"]), spec["cmd"]
+    assert (ROOT / "stages" / f"{name}.py").is_file()
+    assert f"stages/{name}.py" in spec["deps"], "a stage depends on its own module"
+    assert name in [p if isinstance(p, str) else next(iter(p)) for p in spec.get("params", [])]
+    outs = _paths(spec.get("outs")) + _paths(spec.get("metrics")) + _paths(spec.get("plots"))
+    assert outs, "every stage declares outputs"
+    for out in outs:
+        assert re.match(rf"(data|models|reports)/{name}(/|$)", out), f"{out} is not under data|models|reports/{name}"
+
+
+@pytest.mark.parametrize("name", sorted(DVC))
+def test_params_section_loads_into_the_stage_config(name: str) -> None:
+    module = importlib.import_module(f"stages.{name}")
+    assert module.NAME == name
+    load_config(module.Config, PARAMS, name)  # raises naming unknown/missing keys
+
+
+def test_every_params_section_belongs_to_a_stage() -> None:
+    assert set(PARAMS) <= set(DVC), set(PARAMS) - set(DVC)
+
+
+def test_stage_deps_exist() -> None:
+    for name, spec in DVC.items():
+        for dep in spec["deps"]:
+            if "${" not in dep and not dep.startswith(("data/", "models/")):
+                assert (ROOT / dep).exists(), f"{name}: dep {dep} does not exist"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] if not a.name.startswith("scalevlm") else a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module if node.module.startswith("scalevlm") else node.module.split(".")[0])
+    return names
+
+
+LAYERS = [
+    # (files, forbidden import prefixes)
+    ("src/scalevlm/core", ("prefect", "dvc", "dvclive", "trl", "transformers", "datasets", "great_expectations", "stages", "flows", "PIL")),
+    ("src/scalevlm", ("prefect", "stages", "flows")),
+    ("stages", ("prefect", "flows")),
+]
+
+
+@pytest.mark.parametrize(("folder", "forbidden"), LAYERS, ids=[f for f, _ in LAYERS])
+def test_dependencies_point_one_way(folder: str, forbidden: tuple[str, ...]) -> None:
+    for path in (ROOT / folder).rglob("*.py"):
+        bad = {m for m in _imports(path) if m.split(".")[0] in forbidden}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+    if folder.endswith("core"):
+        for path in (ROOT / folder).rglob("*.py"):
+            outside = {m for m in _imports(path) if m.startswith("scalevlm") and not m.startswith("scalevlm.core")}
+            assert not outside, f"{path.relative_to(ROOT)} imports {sorted(outside)} outside the core"
