@@ -37,7 +37,7 @@ def test_stage_names_line_up(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(DVC))
 def test_params_section_loads_into_the_stage_config(name: str) -> None:
     module = importlib.import_module(f"stages.{name}")
-    assert module.NAME == name
+    assert name == module.NAME
     load_config(module.Config, PARAMS, name)  # raises naming unknown/missing keys
 
 

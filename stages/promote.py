@@ -1,0 +1,109 @@
+"""promote: decide whether the candidate arm replaces the registry's champion, under rules in params.
+
+deps:  reports/evaluate/<candidate>/{metrics.json,predictions.jsonl}, params.yaml[promote]; the registry (git tags,
+       outside DVC's view, hence `always_changed`)
+outs:  reports/promote/decision.json (the decision, every check and reason), reports/promote/candidate.json (the
+       candidate's snapshot: arm, metrics, per-sample correctness — read back from the champion's commit later)
+cmd:   python -m stages.promote            (decide; never touches the registry)
+       python -m stages.promote --gate     (the gate: exit 1 unless promoted; on a pass, register HEAD as the next
+                                            version and assign it to the stage, e.g. `prod`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scalevlm.config import load_config
+from scalevlm.core.promotion import ArmResult, Rules, decide
+from scalevlm.records import read_jsonl
+from scalevlm.registry import RegistryError, champion, register_and_assign
+from scalevlm.runtime import set_offline_env, stage_main, write_json
+
+NAME = "promote"
+OUT_REPORT = Path("reports") / NAME
+log = logging.getLogger(NAME)
+
+
+@dataclass(frozen=True)
+class Config:
+    candidate: str  # evaluated arm: sft-vanilla | sft-scale | grpo-vanilla | grpo-scale
+    artifact: str  # registry artifact name, declared under `artifacts:` in dvc.yaml
+    stage: str  # registry stage the champion holds, e.g. prod
+    rules: Rules
+
+
+def candidate_snapshot(root: Path, arm: str) -> dict[str, Any]:
+    """The arm's evaluation as the decision needs it: scalar metrics and per-sample correctness by test id."""
+    folder = root / "reports" / "evaluate" / arm
+    metrics_path, predictions_path = folder / "metrics.json", folder / "predictions.jsonl"
+    for path in (metrics_path, predictions_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `dvc repro evaluate@{arm}` before promoting arm '{arm}'")
+    metrics = json.loads(metrics_path.read_text())
+    scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    correct = {row["id"]: float(bool(row["correct"])) for _, row in read_jsonl(predictions_path)}
+    return {"arm": arm, "metrics": scalars, "correct": correct}
+
+
+def _arm(snapshot: dict[str, Any]) -> ArmResult:
+    return ArmResult(name=snapshot["arm"], metrics=snapshot["metrics"], correct=snapshot["correct"])
+
+
+def run(cfg: Config, root: Path) -> dict[str, Any]:
+    snapshot = candidate_snapshot(root, cfg.candidate)
+    current = champion(root, cfg.artifact, cfg.stage)
+    champ = _arm(current.snapshot) if current else None
+    decision = decide(_arm(snapshot), champ, cfg.rules).to_dict()
+    decision["artifact"] = cfg.artifact
+    decision["stage"] = cfg.stage
+    decision["champion_version"] = current.version if current else None
+    write_json(root / OUT_REPORT / "candidate.json", snapshot)
+    write_json(root / OUT_REPORT / "decision.json", decision)
+    log.info("promote %s: %s", cfg.candidate, "YES" if decision["promote"] else "NO")
+    return {k: decision[k] for k in ("promote", "candidate", "champion", "champion_version", "reasons")}
+
+
+def gate(cfg: Config, root: Path) -> int:
+    """Exit status of the CI gate: 0 and a new `stage` version when the decision says promote, 1 otherwise."""
+    path = root / OUT_REPORT / "decision.json"
+    if not path.is_file():
+        print(f"gate: {path} not found: run `dvc repro promote` first", file=sys.stderr)
+        return 2
+    decision = json.loads(path.read_text())
+    if decision.get("candidate") != cfg.candidate or decision.get("artifact") != cfg.artifact:
+        print(f"gate: {path} is for {decision.get('candidate')}/{decision.get('artifact')}, params say "
+              f"{cfg.candidate}/{cfg.artifact}: run `dvc repro promote` again", file=sys.stderr)
+        return 2
+    if not decision["promote"]:
+        print("gate: NOT promoted:\n  " + "\n  ".join(decision["reasons"]))
+        return 1
+    try:
+        version = register_and_assign(root, cfg.artifact, cfg.stage, f"promoted {cfg.candidate}: " + "; ".join(decision["reasons"]))
+    except RegistryError as e:
+        print(f"gate: {e}", file=sys.stderr)
+        return 2
+    print(f"gate: promoted {cfg.candidate} as {cfg.artifact}@{version} -> {cfg.stage}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--gate" not in argv:
+        return stage_main(NAME, Config, run, argv)
+    parser = argparse.ArgumentParser(prog="python -m stages.promote --gate")
+    parser.add_argument("--gate", action="store_true")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--root", default=".")
+    args = parser.parse_args(argv)
+    set_offline_env()
+    return gate(load_config(Config, args.params, NAME), Path(args.root))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

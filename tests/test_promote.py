@@ -1,0 +1,105 @@
+"""The promotion decision (pure) and the gate against a real GTO registry in a temporary git repository."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scalevlm.core.promotion import ArmResult, Rules, decide
+from scalevlm.runtime import write_json
+from stages import promote
+
+RULES = Rules(min_accuracy=0.5, format_floor=0.9, tracked_metrics=("accuracy", "format_compliance"),
+              max_regression=0.02, require_significant=True, alpha=0.05, n_bootstrap=2000, seed=0)
+
+
+def arm(name: str, accuracy: float, fmt: float = 1.0, n: int = 200) -> ArmResult:
+    k = round(accuracy * n)
+    return ArmResult(name, {"accuracy": accuracy, "format_compliance": fmt}, {f"s{i:03d}": float(i < k) for i in range(n)})
+
+
+@pytest.mark.parametrize(
+    ("cand", "champ", "promote_it", "failing"),
+    [
+        (arm("c", 0.9), None, True, []),
+        (arm("c", 0.4), None, False, ["min_accuracy"]),
+        (arm("c", 0.9, fmt=0.5), None, False, ["format_floor"]),
+        (arm("c", 0.9), arm("p", 0.7), True, []),
+        (arm("c", 0.71), arm("p", 0.7), False, ["significant_gain"]),
+        (arm("c", 0.6), arm("p", 0.7), False, ["no_regression[accuracy]", "significant_gain"]),
+        (arm("c", 0.9, fmt=0.95), arm("p", 0.7, fmt=1.0), False, ["no_regression[format_compliance]"]),
+    ],
+    ids=["bootstrap_first", "below_floor", "format_floor", "better", "not_significant", "worse", "format_regression"],
+)
+def test_decide(cand: ArmResult, champ: ArmResult | None, promote_it: bool, failing: list[str]) -> None:
+    d = decide(cand, champ, RULES)
+    assert d.promote is promote_it
+    assert [c.rule for c in d.checks if not c.passed] == failing
+    assert all(any(r.startswith(f) for r in d.reasons) for f in failing)
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "ci@example.com")
+    git(tmp_path, "config", "user.name", "ci")
+    (tmp_path / "dvc.yaml").write_text("artifacts:\n  vlm:\n    path: models/train_sft/scale\n    type: model\n")
+    return tmp_path
+
+
+def evaluated(root: Path, accuracy: float, n: int = 200) -> None:
+    folder = root / "reports/evaluate/sft-scale"
+    write_json(folder / "metrics.json", {"accuracy": accuracy, "format_compliance": 1.0, "n": n})
+    k = round(accuracy * n)
+    rows = [json.dumps({"id": f"s{i:03d}", "correct": i < k}) for i in range(n)]
+    (folder / "predictions.jsonl").write_text("\n".join(rows) + "\n")
+
+
+CFG = promote.Config(candidate="sft-scale", artifact="vlm", stage="prod", rules=RULES)
+
+
+def decide_commit_gate(repo: Path, accuracy: float) -> tuple[dict, int]:
+    evaluated(repo, accuracy)
+    promote.run(CFG, repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", f"evaluated {accuracy}")
+    return json.loads((repo / "reports/promote/decision.json").read_text()), promote.gate(CFG, repo)
+
+
+def test_gate_bootstraps_promotes_better_and_refuses_worse(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    decision, code = decide_commit_gate(repo, 0.7)
+    assert code == 0 and decision["champion"] is None
+    assert "vlm#prod#1" in git(repo, "tag").split()
+
+    decision, code = decide_commit_gate(repo, 0.9)
+    assert code == 0 and decision["champion"] == "sft-scale" and decision["champion_version"] == "v0.0.1"
+    assert {"vlm@v0.0.2", "vlm#prod#2"} <= set(git(repo, "tag").split())
+
+    tags = git(repo, "tag")
+    decision, code = decide_commit_gate(repo, 0.91)  # better, but not significantly
+    assert code == 1 and not decision["promote"]
+    assert "significant_gain" in capsys.readouterr().out
+    decision, code = decide_commit_gate(repo, 0.5)  # worse
+    assert code == 1 and any(r.startswith("no_regression[accuracy]") for r in decision["reasons"])
+    assert git(repo, "tag") == tags, "a refused candidate changes nothing in the registry"
+
+
+def test_gate_refuses_uncommitted_reports_and_missing_decision(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    assert promote.gate(CFG, repo) == 2
+    evaluated(repo, 0.8)
+    promote.run(CFG, repo)
+    assert promote.gate(CFG, repo) == 2
+    assert "not committed" in capsys.readouterr().err
+    assert git(repo, "tag") == ""
+
+
+def test_missing_evaluation_names_the_stage_to_run(repo: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"dvc repro evaluate@sft-scale"):
+        promote.run(CFG, repo)
