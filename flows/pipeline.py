@@ -35,7 +35,7 @@ def stage_order(root: Path) -> list[str]:
 
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edge a -> b: stage a depends on stage b
-        names = {node: node.addressing for node in graph.nodes}
+        names = {node: node.name for node in graph.nodes}
         ordered = nx.lexicographical_topological_sort(graph.reverse(copy=True), key=lambda n: names[n])
         return [names[n] for n in ordered]
 
@@ -104,6 +104,15 @@ def repro_stage(stage: str, root: str, force: bool = False) -> dict[str, Any]:
     return {"stage": stage, "ran": not skipped, "seconds": round(time.perf_counter() - start, 2)}
 
 
+@task(task_run_name="promotion gate")
+def promotion_gate(root: str) -> dict[str, Any]:
+    """Run the gate; a negative decision is a result (nothing is assigned), not a flow failure."""
+    code, lines = _run_streaming([sys.executable, "-m", "stages.promote", "--gate"], Path(root))
+    if code not in (0, 1):
+        raise RuntimeError("promotion gate could not run:\n" + "\n".join(lines[-20:]))
+    return {"promoted": code == 0, "output": lines}
+
+
 def _json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -141,8 +150,14 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 @flow(name="scalevlm-pipeline", log_prints=True)
-def pipeline(targets: list[str] | None = None, force: bool = False, profile: str = "default", root: str = ".") -> list[dict[str, Any]]:
-    """Run the selected DVC stages in graph order; returns one status dict per stage."""
+def pipeline(
+    targets: list[str] | None = None, force: bool = False, profile: str = "default", gate: bool = False, root: str = "."
+) -> list[dict[str, Any]]:
+    """Run the selected DVC stages in graph order; returns one status dict per stage.
+
+    With `gate=True` and the `promote` stage among them, the promotion gate runs last: only a positive decision
+    assigns a new registry version (the reports must be committed first, as in CI).
+    """
     project = Path(root).resolve()
     apply_profile(project, profile)
     stages = select(stage_order(project), targets)
@@ -152,6 +167,9 @@ def pipeline(targets: list[str] | None = None, force: bool = False, profile: str
     for stage in stages:
         runner = repro_stage.with_options(retries=2, retry_delay_seconds=30) if stage == "curate_dataset" and hub_enabled else repro_stage
         results.append(runner(stage, str(project), force))
+    if gate and "promote" in stages:
+        outcome = promotion_gate(str(project))
+        results.append({"stage": "gate", "ran": True, "seconds": 0.0, "promoted": outcome["promoted"]})
     publish_artifacts(project, results)
     return results
 
@@ -163,5 +181,6 @@ if __name__ == "__main__":
     parser.add_argument("targets", nargs="*")
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--profile", default="default")
+    parser.add_argument("--gate", action="store_true", help="run the promotion gate after the promote stage")
     args = parser.parse_args()
-    pipeline(targets=args.targets or None, force=args.force, profile=args.profile)
+    pipeline(targets=args.targets or None, force=args.force, profile=args.profile, gate=args.gate)
