@@ -1,0 +1,63 @@
+"""Aggregation over training seeds and sweep expansion, on inputs with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from scalevlm.core.seeds import expand, paired_over_seeds, summarise
+
+
+def test_summary_matches_hand_computed_t_interval() -> None:
+    s = summarise([0.8, 0.9, 1.0])
+    assert s.mean == pytest.approx(0.9) and s.sd == pytest.approx(0.1)
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, df=2)
+    assert (s.low, s.high) == pytest.approx((0.9 - half, 0.9 + half))
+
+
+def test_summary_edge_cases() -> None:
+    assert summarise([0.5]).low == -math.inf and summarise([0.5]).high == math.inf
+    assert math.isnan(summarise([]).mean)
+    constant = summarise([0.7] * 4)
+    assert (constant.sd, constant.low, constant.high) == (0.0, pytest.approx(0.7), pytest.approx(0.7))
+
+
+def test_paired_differences_over_common_seeds() -> None:
+    a = {0: 0.9, 1: 0.8, 2: 0.95, 3: 0.7, 4: 0.85, 9: 1.0}
+    b = {0: 0.8, 1: 0.75, 2: 0.9, 3: 0.6, 4: 0.8}
+    p = paired_over_seeds(a, b)
+    assert p.n == 5 and p.wins == 5 and p.losses == 0
+    assert p.mean_diff == pytest.approx(0.07)
+    assert p.p_permutation == pytest.approx(2 / 32)  # all 5 differences positive: the most extreme of 32 patterns
+    assert 0 < p.p_ttest < 0.01 and p.low > 0
+
+
+def test_paired_no_difference_and_no_common_seed() -> None:
+    same = paired_over_seeds({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6})
+    assert (same.mean_diff, same.p_ttest, same.p_permutation) == (0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="no common seeds"):
+        paired_over_seeds({0: 1.0}, {1: 1.0})
+
+
+def test_expand_grid_times_seeds() -> None:
+    exps = expand({"train_sft.w_end": [0.0, 0.3], "train_sft.schedule": ["cosine", "linear"]}, [0, 1, 2],
+                  ["train_sft.seed", "train_grpo.seed"], prefix="abl")
+    assert len(exps) == 12 and len({e.name for e in exps}) == 12
+    first = exps[0]
+    assert first.name == "abl-0-s0"
+    assert first.set_args() == ["-S", "train_sft.schedule=cosine", "-S", "train_sft.w_end=0.0",
+                                "-S", "train_sft.seed=0", "-S", "train_grpo.seed=0"]
+    assert {e.setting for e in exps} == {(("train_sft.schedule", s), ("train_sft.w_end", w))
+                                         for s in ("cosine", "linear") for w in (0.0, 0.3)}
+
+
+@pytest.mark.parametrize(
+    ("grid", "seeds", "message"),
+    [({"w_end": [0.0]}, [0], "dotted params keys"), ({"train_sft.w_end": []}, [0], "no values"),
+     ({"train_sft.w_end": [0.0]}, [], "at least one seed"), ({"train_sft.w_end": [0.0]}, [1, 1], "duplicate seeds")],
+    ids=["undotted_key", "empty_values", "no_seeds", "duplicate_seeds"],
+)
+def test_expand_rejects_bad_specs(grid: dict, seeds: list[int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        expand(grid, seeds, ["train_sft.seed"])
