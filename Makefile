@@ -7,17 +7,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-export HF_HUB_OFFLINE := 1
-export HF_DATASETS_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export HF_HUB_DISABLE_TELEMETRY := 1
-export HF_EVALUATE_OFFLINE := 1
-export DVC_NO_ANALYTICS := 1
-export DO_NOT_TRACK := 1
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
-export TOKENIZERS_PARALLELISM := false
-export PYTHONHASHSEED := 0
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY ?= 1
+export HF_EVALUATE_OFFLINE ?= 1
+export DVC_NO_ANALYTICS ?= 1
+export DO_NOT_TRACK ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONHASHSEED ?= 0
 # dvc.yaml commands say `python`: it must be the venv's interpreter.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
