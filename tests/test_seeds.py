@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -61,3 +62,28 @@ def test_expand_grid_times_seeds() -> None:
 def test_expand_rejects_bad_specs(grid: dict, seeds: list[int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         expand(grid, seeds, ["train_sft.seed"])
+
+
+def _exp(name: str, seed: int, w_end: float, acc: dict[str, float]) -> dict:
+    metrics = {f"reports/evaluate/{arm}/metrics.json": {"data": {"accuracy": a}} for arm, a in acc.items()}
+    params = {"params.yaml": {"data": {"train_sft": {"seed": seed, "w_end": w_end}}}}
+    return {"rev": f"r{name}", "name": name, "data": {"params": params, "metrics": metrics}}
+
+
+def test_study_report_from_exp_show_json(tmp_path) -> None:
+    from scalevlm.study import write_report
+
+    exps = [_exp(f"abl-{i}-s{s}", s, w, {"sft-scale": 0.8 + 0.1 * w + 0.01 * s, "sft-vanilla": 0.8 + 0.01 * s})
+            for i, w in enumerate([0.0, 0.5]) for s in range(3)]
+    shown = [{"rev": "abc", "name": "main", "data": {"params": {}, "metrics": {}},
+              "experiments": [{"revs": [e]} for e in exps] + [{"revs": [_exp("other-0-s0", 0, 0.0, {"sft-scale": 0.1})]}]}]
+    spec = {"name": "abl", "grid": {"train_sft.w_end": [0.0, 0.5]}, "seeds": [0, 1, 2], "seed_params": ["train_sft.seed"]}
+    out = write_report(spec, shown, tmp_path / "abl")
+    result = json.loads((out / "study.json").read_text())
+    assert len(result["experiments"]) == 6
+    high = next(b for b in result["settings"] if b["setting"]["train_sft.w_end"] == 0.5)
+    assert high["summary"]["sft-scale"]["mean"] == pytest.approx(0.86)
+    assert high["paired"]["sft-scale - sft-vanilla"]["mean_diff"] == pytest.approx(0.05)
+    assert high["per_seed"]["sft-vanilla"] == pytest.approx({"0": 0.8, "1": 0.81, "2": 0.82})
+    assert "sft-scale - sft-vanilla" in (out / "table.md").read_text()
+    assert (out / "ablation.png").stat().st_size > 1000
