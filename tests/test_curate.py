@@ -13,7 +13,7 @@ from PIL import Image
 
 from scalevlm.config import from_dict, load_params
 from scalevlm.core.segments import parse_completion
-from scalevlm.records import read_records, resolve_images
+from scalevlm.records import read_records
 from scalevlm.sources.base import Candidate, SourceContext
 from scalevlm.sources.synthetic import GridConfig, grid_sample
 from stages import curate_dataset as stage
@@ -49,7 +49,8 @@ def test_records_follow_the_schema_and_the_segment_rule(small_cfg: stage.Config,
     for r in records:
         assert parse_completion(r.completion).ok, r.id
         assert r.answer_type == "integer" and int(r.answer) >= 0
-        (img,) = resolve_images(path, r)
+        (rel,) = r.images  # curated image paths are relative to the dataset folder
+        img = path.parent / rel
         assert Image.open(img).size in ((64, 64), (32, 16))
     assert json.loads((tmp_path / "reports/curate_dataset/metrics.json").read_text()) == summary
 

@@ -158,21 +158,3 @@ def perceptual_hash(image: Image.Image, size: int = 16) -> str:
     small = image.convert("RGB").resize((size, size), Image.Resampling.BOX)
     return hashlib.sha256(bytes(v >> 6 for v in small.tobytes())).hexdigest()[:32]
 
-
-def resolve_images(jsonl_path: Path, record: Record) -> list[Path]:
-    """Image files of a record: its `images` paths are relative to the folder of the JSONL file holding it.
-
-    This is the one convention for every curated-schema file in the pipeline (curated, validated splits,
-    quarantine), so a record can be moved between files only by rewriting its paths (see `rebase_images`).
-    """
-    base = Path(jsonl_path).parent
-    return [base / rel for rel in record.images]
-
-
-def rebase_images(record: Record, from_dir: Path, to_dir: Path) -> Record:
-    """The same record with image paths rewritten from `from_dir`-relative to `to_dir`-relative."""
-    import dataclasses
-    import os
-
-    paths = tuple(Path(os.path.relpath(Path(from_dir) / rel, Path(to_dir))).as_posix() for rel in record.images)
-    return dataclasses.replace(record, images=paths)

@@ -1,0 +1,94 @@
+"""Read a curated JSONL file into per-sample checks: every line ends up accepted or rejected, never skipped.
+
+Lines are read as bytes and decoded one by one (invalid UTF-8 bytes become lone surrogates, which the text
+check reports as `invalid_utf8`); a line that is not JSON or not a curated record is rejected as `bad_schema`
+with the parser's message, so `accepted + rejected == input lines` holds for any file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from scalevlm.records import Record, RecordError
+from scalevlm.validation.checks import (
+    BAD_SCHEMA,
+    Failure,
+    LengthCounter,
+    LengthLimits,
+    SampleCheck,
+    add_lengths,
+    duplicate_failures,
+    record_failures,
+)
+from scalevlm.validation.images import ImageChecker, ImageLimits
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """Yield (line number, parsed JSON or the raw text, schema error or None) for each non-blank line."""
+    with Path(path).open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            text = raw.decode("utf-8", errors="surrogateescape")
+            if not text.strip():
+                continue
+            try:
+                yield lineno, json.loads(text), None
+            except json.JSONDecodeError as e:
+                yield lineno, text.rstrip("\n"), f"line is not valid JSON ({e.msg})"
+
+
+def parse_line(lineno: int, obj: Any, error: str | None, where: str) -> SampleCheck:
+    if error is None:
+        try:
+            record = Record.from_json(obj, where=f"{where}:{lineno}")
+            return SampleCheck(line=lineno, raw=obj, record=record, failures=[])
+        except RecordError as e:
+            error = str(e)
+    return SampleCheck(line=lineno, raw=obj, record=None, failures=[Failure(BAD_SCHEMA, error)])
+
+
+def check_file(
+    path: Path, lengths: LengthLimits, image_limits: ImageLimits, count: LengthCounter, images_root: Path | None = None
+) -> list[SampleCheck]:
+    """All per-sample checks of one file; images resolve relative to `images_root` (default: the file's folder),
+    which is also the folder they must not escape."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file not found: {path} (expected a curated JSONL file)")
+    checks = [parse_line(n, obj, err, str(path)) for n, obj, err in read_lines(path)]
+    images = ImageChecker(images_root if images_root is not None else path.parent, image_limits)
+    for c in checks:
+        if c.record is not None:
+            c.failures.extend(record_failures(c.record))
+            c.failures.extend(images.check_record_images(c.record.images))
+    add_lengths(checks, count, lengths)
+    duplicate_failures(checks)
+    return checks
+
+
+def rejected_row(check: SampleCheck) -> dict[str, Any]:
+    """A quarantine line: the record as read plus all its reasons and their details."""
+    return {
+        "id": check.id,
+        "line": check.line,
+        "reasons": check.reasons,
+        "failures": [{"reason": f.reason, "detail": f.detail} for f in check.failures],
+        "record": check.raw,
+    }
+
+
+def write_rejected(path: Path, rows: list[dict[str, Any]]) -> int:
+    """Canonical JSON lines, sorted by (id, line); a row holding undecodable text is written ASCII-escaped."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda r: (r["id"] or "", r["line"]))
+    with path.open("w", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            line = json.dumps(row, sort_keys=True, ensure_ascii=False)
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:
+                line = json.dumps(row, sort_keys=True, ensure_ascii=True)
+            f.write(line + "\n")
+    return len(rows)
