@@ -1,0 +1,202 @@
+"""The SCALe loss (Scheduled Curriculum Adaptive Loss) and its weight schedules. Pure: torch only.
+
+A completion's supervised tokens are split into two segments (see `core.segments`): THINK (first completion
+token through `</think>`) and ANSWER (everything after `</think>` through end-of-turn). The loss supervises the
+two separately, with length-independent per-sample means, and weights that move from think to answer:
+
+    per_sample:  loss = (1 / N) · Σ_i [ w_think(p)·L_think(i) + w_ans(p)·L_ans(i) ]
+                 L_think(i) = mean CE over sample i's think tokens, L_ans(i) likewise over its answer tokens,
+                 N = the GLOBAL number of samples in the optimizer step (all micro-batches, all processes).
+    per_batch:   loss = w_think(p)·Σ_think CE / N_think + w_ans(p)·Σ_ans CE / N_ans
+                 N_think / N_ans = the global think / answer token counts of the optimizer step (ablation: a
+                 long trace again counts more than a short one, but the two segments keep separate weights).
+    vanilla:     loss = Σ CE / (N_think + N_ans), the plain token mean (TRL's default SFT loss).
+
+Exactness under gradient accumulation and data parallelism: every term is a *sum* over the micro-batch divided
+by a *global* count, so summing the micro-batch losses of one optimizer step gives exactly the loss of one big
+batch. The caller passes the global counts (the trainer counts them over all micro-batches of the step before
+the first forward and all-reduces them over processes, see `training.trainer`); left as None they default to
+the local counts of the batch, which is the right value for a single batch on a single process.
+
+Missing-segment rule: a sample with no think tokens (or no answer tokens, e.g. an answer truncated away)
+contributes only the term it has, e.g. `w_think·L_think(i)`; it is NOT renormalised (the missing term is not
+redistributed to the present one) and it still counts in N, so the weights keep their meaning and a truncated
+sample can never weigh more than a complete one. A sample without any supervised token is not a sample: it is
+not counted in N (the default count) and contributes nothing.
+
+Progress p = step / total_steps in [0, 1]; w_ans = 1 − w_think always. Schedules (w_s = w_start, w_e = w_end):
+
+    cosine:    w_think(p) = w_e + (w_s − w_e)·½(1 + cos πp)
+    linear:    w_think(p) = w_s + (w_e − w_s)·p
+    constant:  w_think(p) = w_s
+    step:      w_think(p) = w_s for p < ½, w_e for p ≥ ½ (one switch at mid-training)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+IGNORE, THINK, ANSWER = 0, 1, 2  # the values of `core.segments.token_segment_labels`
+IGNORE_INDEX = -100
+
+Schedule = Literal["cosine", "linear", "constant", "step"]
+Normalisation = Literal["per_sample", "per_batch", "vanilla"]
+SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant", "step")
+NORMALISATIONS: tuple[str, ...] = ("per_sample", "per_batch", "vanilla")
+
+
+def schedule_weights(schedule: str, progress: float, w_start: float, w_end: float) -> tuple[float, float]:
+    """(w_think, w_ans) at training progress `progress` (clamped to [0, 1]); see the module docstring."""
+    for name, w in (("w_start", w_start), ("w_end", w_end)):
+        if not 0.0 <= w <= 1.0:
+            raise ValueError(f"{name}={w!r} must lie in [0, 1] so that w_ans = 1 - w_think is not negative")
+    p = min(1.0, max(0.0, float(progress)))
+    if schedule == "cosine":
+        w = w_end + (w_start - w_end) * 0.5 * (1.0 + math.cos(math.pi * p))
+    elif schedule == "linear":
+        w = w_start + (w_end - w_start) * p
+    elif schedule == "constant":
+        w = w_start
+    elif schedule == "step":
+        w = w_start if p < 0.5 else w_end
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {list(SCHEDULES)}")
+    return w, 1.0 - w
+
+
+def progress(step: int, total_steps: int) -> float:
+    """p = step / total_steps, with `step` the number of optimizer steps already taken (0 at the first)."""
+    return 0.0 if total_steps <= 0 else min(1.0, step / total_steps)
+
+
+def shifted_token_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Per-token next-token cross-entropy.
+
+    Args:
+        logits: [B, T, V] model outputs.
+        labels: [B, T] target ids, `ignore_index` where unsupervised.
+    Returns:
+        [B, T-1] CE of predicting labels[:, 1:] from logits[:, :-1]; 0 at ignored positions (at least fp32).
+    """
+    targets = labels[:, 1:]
+    shifted = logits[:, :-1]
+    if shifted.dtype in (torch.float16, torch.bfloat16):
+        shifted = shifted.float()
+    ce = F.cross_entropy(shifted.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index, reduction="none")
+    return ce.view_as(targets)
+
+
+@dataclass(frozen=True)
+class SegmentCounts:
+    """Counts over one batch (or, summed, over one optimizer step): samples with any supervised token,
+    think tokens, answer tokens."""
+
+    samples: int
+    think_tokens: int
+    answer_tokens: int
+
+    def __add__(self, other: SegmentCounts) -> SegmentCounts:
+        return SegmentCounts(
+            self.samples + other.samples, self.think_tokens + other.think_tokens, self.answer_tokens + other.answer_tokens
+        )
+
+
+def segment_counts(segments: torch.Tensor) -> SegmentCounts:
+    """Counts of a segment-label tensor [B, T] (values IGNORE / THINK / ANSWER)."""
+    supervised = segments != IGNORE
+    return SegmentCounts(
+        samples=int(supervised.any(dim=1).sum()),
+        think_tokens=int((segments == THINK).sum()),
+        answer_tokens=int((segments == ANSWER).sum()),
+    )
+
+
+@dataclass(frozen=True)
+class ScaleStats:
+    """Detached per-batch statistics for logging.
+
+    loss_think / loss_answer: mean over the batch's samples that have the segment of L_think(i) / L_ans(i)
+    (NaN when no sample has it); think_tokens / answer_tokens / samples: the local counts.
+    """
+
+    loss_think: float
+    loss_answer: float
+    think_tokens: int
+    answer_tokens: int
+    samples: int
+
+
+def _denominator(value: float | int | torch.Tensor | None, local: int) -> torch.Tensor | float:
+    if value is None:
+        return float(max(local, 1))
+    if torch.is_tensor(value):
+        return value.clamp(min=1)
+    return float(max(value, 1))
+
+
+def scale_loss(
+    token_loss: torch.Tensor,
+    segments: torch.Tensor,
+    w_think: float,
+    w_answer: float,
+    normalisation: str = "per_sample",
+    num_samples: float | int | torch.Tensor | None = None,
+    num_think_tokens: float | int | torch.Tensor | None = None,
+    num_answer_tokens: float | int | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ScaleStats]:
+    """The SCALe loss of one micro-batch; see the module docstring for the formulas and the rules.
+
+    Args:
+        token_loss: [B, T] per-token CE already aligned with `segments` (e.g. `shifted_token_ce`, or minus the
+            log-probs of a fused LM head); values at IGNORE positions are not used.
+        segments: [B, T] integer labels, 0 = ignore, 1 = think, 2 = answer.
+        w_think, w_answer: the schedule's weights at the current progress (unused by `vanilla`).
+        normalisation: "per_sample" (SCALe), "per_batch" (pooled token means per segment), "vanilla" (token mean).
+        num_samples: global sample count N of the optimizer step (per_sample); default the batch's own count.
+        num_think_tokens, num_answer_tokens: global token counts of the step (per_batch, vanilla); default local.
+    Returns:
+        (loss: scalar tensor with the gradient, stats: detached `ScaleStats`).
+    """
+    if token_loss.shape != segments.shape:
+        raise ValueError(f"token_loss {tuple(token_loss.shape)} and segments {tuple(segments.shape)} must have the same [B, T] shape")
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {list(NORMALISATIONS)}")
+    think = (segments == THINK).to(token_loss.dtype)
+    answer = (segments == ANSWER).to(token_loss.dtype)
+    # where() rather than a product: an ignored position may hold inf/NaN from a masked-out kernel output
+    zero = token_loss.new_zeros(())
+    think_sum = torch.where(think.bool(), token_loss, zero).sum(dim=1)  # [B]
+    answer_sum = torch.where(answer.bool(), token_loss, zero).sum(dim=1)  # [B]
+    n_think, n_answer = think.sum(dim=1), answer.sum(dim=1)  # [B]
+    l_think = think_sum / n_think.clamp(min=1)  # [B], 0 for a sample without think tokens
+    l_answer = answer_sum / n_answer.clamp(min=1)  # [B]
+    counts = segment_counts(segments)
+
+    if normalisation == "per_sample":
+        per_sample = w_think * l_think + w_answer * l_answer  # a missing segment contributes 0, no renormalising
+        loss = per_sample.sum() / _denominator(num_samples, counts.samples)
+    elif normalisation == "per_batch":
+        loss = w_think * think_sum.sum() / _denominator(num_think_tokens, counts.think_tokens) + w_answer * answer_sum.sum() / _denominator(
+            num_answer_tokens, counts.answer_tokens
+        )
+    else:
+        if (num_think_tokens is None) != (num_answer_tokens is None):
+            raise ValueError("vanilla normalisation needs both global token counts or neither")
+        total = None if num_think_tokens is None else num_think_tokens + num_answer_tokens  # type: ignore[operator]
+        loss = (think_sum.sum() + answer_sum.sum()) / _denominator(total, counts.think_tokens + counts.answer_tokens)
+
+    with torch.no_grad():
+        has_t, has_a = n_think > 0, n_answer > 0
+        stats = ScaleStats(
+            loss_think=float(l_think[has_t].mean()) if bool(has_t.any()) else float("nan"),
+            loss_answer=float(l_answer[has_a].mean()) if bool(has_a.any()) else float("nan"),
+            think_tokens=counts.think_tokens,
+            answer_tokens=counts.answer_tokens,
+            samples=counts.samples,
+        )
+    return loss, stats

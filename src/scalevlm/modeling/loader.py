@@ -1,0 +1,91 @@
+"""One loader for every model the pipeline uses: the tiny model and hub VLMs go through the same code path.
+
+`AutoModelForImageTextToText` + `AutoProcessor` with safetensors only (no pickle). Importing this package
+registers the tiny model's processor class, so a saved tiny model loads like any hub checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, e.g. Qwen/Qwen2.5-VL-3B-Instruct
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """A model or processor could not be loaded; the message says what was asked for and how to fix it."""
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str | None) -> str | None:
+    """'auto' → 'cuda' when available else 'cpu'; None keeps the model where from_pretrained put it (CPU)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model_and_processor(
+    path: str | Path,
+    trust_remote_code: bool = False,
+    dtype: str | torch.dtype = "auto",
+    device: str | None = None,
+) -> tuple[Any, Any]:
+    """Load (model, processor) from a local directory or a hub id.
+
+    Args:
+        path: a folder written by `save_pretrained` (e.g. models/prepare_model) or a hub id such as
+            "Qwen/Qwen2.5-VL-3B-Instruct" (needs HF_HUB_OFFLINE=0 and network, or a warm HF cache).
+        trust_remote_code: allow model code from the hub repository (off by default).
+        dtype: "auto" (the checkpoint's dtype), "float32", "bfloat16", "float16" or a torch.dtype.
+        device: "cpu", "cuda", "cuda:1", "auto" or None (leave on CPU).
+    Returns:
+        (model in eval mode, processor); `processor.tokenizer` is the tokenizer.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from scalevlm.modeling import tiny  # noqa: F401  (registers the tiny processor class)
+
+    torch_dtype = resolve_dtype(dtype)
+    name = str(path)
+    local = Path(name).exists()
+    if not local and not HUB_ID.fullmatch(name):
+        raise ModelLoadError(f"model path {name!r} does not exist and is not a hub id of the form 'owner/name'")
+    try:
+        processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(
+            name, trust_remote_code=trust_remote_code, dtype=torch_dtype, use_safetensors=True
+        )
+    except (OSError, ValueError) as e:
+        hint = ""
+        if not local and os.environ.get("HF_HUB_OFFLINE") == "1":
+            hint = " HF_HUB_OFFLINE=1 is set: export HF_HUB_OFFLINE=0 (and TRANSFORMERS_OFFLINE=0) to download it."
+        raise ModelLoadError(
+            f"could not load model/processor from {name!r} ({type(e).__name__}: {e}).{hint} Expected a folder with "
+            "config.json, *.safetensors and the processor files, or a hub id of an image-text-to-text model."
+        ) from e
+    target = resolve_device(device)
+    if target is not None:
+        model = model.to(target)
+    model.eval()
+    return model, processor
+
+
+def save_model_and_processor(model: Any, processor: Any, out_dir: str | Path) -> Path:
+    """Write model (safetensors) and processor so `load_model_and_processor(out_dir)` restores both."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    return out

@@ -1,0 +1,151 @@
+"""Typed SFT settings (params.yaml `train_sft`) and their translation to TRL's `SFTConfig` / peft's `LoraConfig`.
+
+`batch_size` is the GLOBAL number of samples per optimizer step; the per-device micro-batch is derived from it,
+the gradient-accumulation steps and the number of processes, so the same params give the same optimisation on
+one CPU, under gradient accumulation, or under `accelerate launch` on N devices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from scalevlm.config import to_dict
+from scalevlm.core.scale_loss import NORMALISATIONS, SCHEDULES
+
+Method = Literal["vanilla", "scale"]
+METHODS: tuple[str, ...] = ("vanilla", "scale")
+
+
+@dataclass(frozen=True)
+class ScaleSettings:
+    """SCALe: w_think(p) from `schedule` between w_start (p=0) and w_end (p=1); w_ans = 1 − w_think."""
+
+    schedule: Literal["cosine", "linear", "constant", "step"]
+    w_start: float
+    w_end: float
+    normalisation: Literal["per_sample", "per_batch"]
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    enabled: bool
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SFTSettings:
+    """One SFT run (both methods share everything but the loss)."""
+
+    seed: int
+    max_steps: int
+    batch_size: int  # global samples per optimizer step
+    grad_accum: int
+    learning_rate: float
+    lr_scheduler: str  # a transformers scheduler name: cosine, linear, constant_with_warmup, ...
+    warmup_ratio: float
+    max_grad_norm: float
+    weight_decay: float
+    adam_beta1: float
+    adam_beta2: float
+    max_length: int | None  # token truncation of prompt+completion; None = never truncate
+    precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 on a CUDA device that supports it, else fp32
+    gradient_checkpointing: bool
+    logging_steps: int
+    save_steps: int  # 0 = no intermediate checkpoints
+    resume: bool  # resume from the newest checkpoint of an interrupted run with the same settings
+    keep_checkpoints: bool  # keep checkpoints after a successful run (they are large for real models)
+    dataloader_workers: int
+    torch_threads: int  # intra-op CPU threads; 0 = torch's default. 1 suits tiny models on a shared CPU
+    train_limit: int | None  # use only the first N training records (by id); None = all
+    scale: ScaleSettings
+    lora: LoraSettings
+
+    def validate(self, world_size: int = 1) -> None:
+        errors = []
+        if self.max_steps < 1:
+            errors.append(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.batch_size % (self.grad_accum * world_size):
+            errors.append(
+                f"batch_size {self.batch_size} must be divisible by grad_accum {self.grad_accum} × processes {world_size}"
+            )
+        if self.torch_threads < 0:
+            errors.append(f"torch_threads must be >= 0 (0 = torch default), got {self.torch_threads}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            errors.append(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
+        if self.scale.schedule not in SCHEDULES or self.scale.normalisation not in NORMALISATIONS:
+            errors.append(f"scale: schedule in {SCHEDULES}, normalisation in per_sample/per_batch")
+        for name in ("w_start", "w_end"):
+            if not 0.0 <= getattr(self.scale, name) <= 1.0:
+                errors.append(f"scale.{name} must lie in [0, 1], got {getattr(self.scale, name)}")
+        if errors:
+            raise ValueError("train_sft: " + "; ".join(errors))
+
+    def fingerprint(self, method: str) -> str:
+        """Hash of everything that shapes the optimisation trajectory (a checkpoint is resumed only if equal)."""
+        ignored = ("resume", "keep_checkpoints", "logging_steps", "torch_threads", "dataloader_workers")
+        payload = {k: v for k, v in to_dict(self).items() if k not in ignored}
+        return hashlib.sha256(json.dumps([method, payload], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def use_bf16(precision: str) -> bool:
+    if precision == "bf16":
+        return True
+    return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def sft_config(cfg: SFTSettings, output_dir: Path, world_size: int) -> Any:
+    """Translate our settings to TRL's `SFTConfig` (reporting is done by our own callback, not `report_to`)."""
+    from trl import SFTConfig
+
+    cfg.validate(world_size)
+    on_cuda = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(output_dir),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size // (cfg.grad_accum * world_size),
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=int(round(cfg.warmup_ratio * cfg.max_steps)),
+        max_grad_norm=cfg.max_grad_norm,
+        weight_decay=cfg.weight_decay,
+        optim="adamw_torch",
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        max_length=cfg.max_length,
+        use_cpu=not on_cuda,
+        bf16=use_bf16(cfg.precision),
+        fp16=False,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps" if cfg.save_steps > 0 else "no",
+        save_steps=max(cfg.save_steps, 1),
+        save_total_limit=1,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=cfg.dataloader_workers,
+        average_tokens_across_devices=True,
+        ddp_find_unused_parameters=False,
+    )
+
+
+def lora_config(cfg: LoraSettings) -> Any | None:
+    """peft `LoraConfig` for the language model's projections, or None when LoRA is off."""
+    if not cfg.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules), task_type="CAUSAL_LM"
+    )

@@ -1,0 +1,61 @@
+"""Training data: reading the validated splits and converting Records to TRL's prompt/completion vision format.
+
+The one place that knows where training stages read their records: `read_split` (validated splits of
+`validate_segments`, whose image paths are relative to the project root, see `scalevlm.validation.layout`).
+Switching the source is a change here and in the stages' dvc.yaml deps, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scalevlm.records import Record
+from scalevlm.validation import OUT_DIR, image_paths, load_split
+
+DATA_DIR = OUT_DIR  # data/validate_segments: {train,val,test}.jsonl
+
+
+def read_split(root: Path, split: str, limit: int | None = None) -> list[Record]:
+    """Validated records of `split`, sorted by id, at most `limit` (the first by id)."""
+    records = sorted(load_split(Path(root), split), key=lambda r: r.id)
+    if not records:
+        raise ValueError(f"{Path(root) / DATA_DIR}/{split}.jsonl holds no records")
+    return records[:limit] if limit is not None else records
+
+
+def training_text(record: Record) -> str:
+    """Text the tokenizer is trained on: question, reasoning and answer of one record."""
+    return f"{record.question} {record.reasoning} {record.answer}"
+
+
+def prompt_messages(record: Record) -> list[dict[str, Any]]:
+    """The user turn: one `{type: image}` part per image, then the question."""
+    parts: list[dict[str, Any]] = [{"type": "image"} for _ in record.images]
+    return [{"role": "user", "content": [*parts, {"type": "text", "text": record.question}]}]
+
+
+def completion_messages(record: Record) -> list[dict[str, Any]]:
+    """The assistant turn: `<think>reasoning</think><answer>answer</answer>` (`format_completion`)."""
+    return [{"role": "assistant", "content": [{"type": "text", "text": record.completion}]}]
+
+
+def to_sft_rows(root: Path, records: Sequence[Record]) -> dict[str, list[Any]]:
+    """Column-wise rows for `datasets.Dataset.from_dict`: images (absolute paths), prompt, completion."""
+    return {
+        "images": [[str(p.resolve()) for p in image_paths(root, r)] for r in records],
+        "prompt": [prompt_messages(r) for r in records],
+        "completion": [completion_messages(r) for r in records],
+    }
+
+
+def sft_dataset(root: Path, records: Sequence[Record]) -> Any:
+    """A `datasets.Dataset` in TRL's prompt/completion vision format; images decode lazily from their files."""
+    from datasets import Dataset, Image, List
+
+    missing = [str(p) for r in records for p in image_paths(root, r) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} image file(s) under {root} are missing, e.g. {missing[:3]}")
+    ds = Dataset.from_dict(to_sft_rows(root, records))
+    return ds.cast_column("images", List(Image()))

@@ -1,0 +1,86 @@
+"""prepare_model: resolve the base model every training stage starts from.
+
+deps:  data/validate_segments (train split: the tiny tokenizer is trained on its text), src/scalevlm/modeling,
+       params.yaml[prepare_model]
+outs:  models/prepare_model/ (config.json, model.safetensors, processor and tokenizer files, provenance.json),
+       reports/prepare_model/metrics.json
+cmd:   python -m stages.prepare_model
+
+`name_or_path: tiny` builds the tiny offline Qwen2-VL (sizes in `tiny:`) with a BPE tokenizer trained on the
+curated training text (questions, reasoning, answers). Anything else is a hub id (e.g.
+Qwen/Qwen2.5-VL-3B-Instruct; needs HF_HUB_OFFLINE=0) or a local folder, loaded through the same generic loader
+the other stages use and saved, so downstream stages only ever read models/prepare_model.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from scalevlm.modeling import TinySpec, build_tiny, load_model_and_processor, save_model_and_processor
+from scalevlm.provenance import write_provenance
+from scalevlm.runtime import stage_main, write_json
+from scalevlm.training.data import read_split, training_text
+
+NAME = "prepare_model"
+OUT_MODEL = Path("models") / NAME
+OUT_REPORT = Path("reports") / NAME
+TINY = "tiny"
+log = logging.getLogger(NAME)
+
+
+@dataclass(frozen=True)
+class Config:
+    name_or_path: str  # "tiny", a hub id, or a local folder
+    trust_remote_code: bool
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]  # dtype of the saved weights (hub models)
+    tiny: TinySpec
+
+
+def _build(cfg: Config, root: Path) -> tuple[Any, Any, dict[str, Any]]:
+    if cfg.name_or_path == TINY:
+        records = read_split(root, "train")
+        model, processor = build_tiny((training_text(r) for r in records), cfg.tiny)
+        return model, processor, {"tokenizer_train_records": len(records)}
+    source = Path(cfg.name_or_path)
+    if not source.is_absolute() and (root / source).exists():
+        source = root / source
+    model, processor = load_model_and_processor(
+        source if source.exists() else cfg.name_or_path, trust_remote_code=cfg.trust_remote_code, dtype=cfg.dtype
+    )
+    return model, processor, {}
+
+
+def run(cfg: Config, root: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    model, processor, extra = _build(cfg, root)
+    out = root / OUT_MODEL
+    if out.exists():
+        shutil.rmtree(out)
+    save_model_and_processor(model, processor, out)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    metrics = {
+        "source": cfg.name_or_path,
+        "model_class": type(model).__name__,
+        "processor_class": type(processor).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "tags_single_tokens": all(len(tokenizer.encode(t, add_special_tokens=False)) == 1 for t in ("<think>", "</think>", "<answer>", "</answer>")),
+        **extra,
+    }
+    write_provenance(out, NAME, cfg, root, {"model": metrics})
+    write_json(root / OUT_REPORT / "metrics.json", {**metrics, "build_time_s": round(time.perf_counter() - start, 2)})
+    log.info("prepared %s (%s, %d parameters) in %s", cfg.name_or_path, metrics["model_class"], metrics["parameters"], out)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(NAME, Config, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""train_sft: supervised fine-tuning of the prepared model, vanilla or SCALe (a dvc.yaml matrix over `method`).
+
+deps:  models/prepare_model, data/validate_segments (train split), src/scalevlm/training, src/scalevlm/core,
+       params.yaml[train_sft]
+outs:  models/train_sft/<method>/ (model, processor, provenance.json; checkpoints/ while a run is in progress),
+       reports/train_sft/<method>/metrics.json (wall time, tokens/s, final losses, weights),
+       reports/train_sft/<method>/dvclive/ (per-step curves for `dvc plots show`)
+cmd:   python -m stages.train_sft --method {vanilla|scale}
+       accelerate launch --config_file configs/accelerate/ddp.yaml -m stages.train_sft --method scale
+
+vanilla: TRL's token-mean cross-entropy over the completion tokens. scale: SCALe (core/scale_loss.py) with the
+`scale:` schedule and normalisation. Everything else (data, steps, optimiser, seed) is shared by both arms.
+`models/train_sft/<method>` is a persistent DVC output so that an interrupted run can resume (`resume: true`)
+from its newest checkpoint; a finished run leaves only the final model (unless `keep_checkpoints: true`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+from scalevlm.provenance import write_provenance
+from scalevlm.runtime import stage_main, write_json
+from scalevlm.training.config import METHODS, SFTSettings
+from scalevlm.training.data import read_split
+from scalevlm.training.sft import SFTPaths, run_sft
+
+NAME = "train_sft"
+BASE_MODEL = Path("models") / "prepare_model"
+log = logging.getLogger(NAME)
+
+Config = SFTSettings  # params.yaml[train_sft]; defined in the library so the benchmark and tests share it
+
+
+def out_model(method: str) -> Path:
+    return Path("models") / NAME / method
+
+
+def out_report(method: str) -> Path:
+    return Path("reports") / NAME / method
+
+
+def run(cfg: Config, root: Path, method: str = "scale") -> dict[str, Any]:
+    if method not in METHODS:
+        raise ValueError(f"--method {method!r} is not one of {list(METHODS)}")
+    base = root / BASE_MODEL
+    if not (base / "config.json").is_file():
+        raise FileNotFoundError(f"no prepared model at {base}; run `dvc repro prepare_model` first")
+    records = read_split(root, "train", cfg.train_limit)
+    paths = SFTPaths(
+        root=root,
+        base_model=base,
+        model_out=root / out_model(method),
+        live_dir=root / out_report(method) / "dvclive",
+    )
+    summary, history = run_sft(cfg, method, paths, records)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        write_provenance(paths.model_out, NAME, cfg, root, {"method": method, "base_model": str(BASE_MODEL), "summary": summary})
+        write_json(root / out_report(method) / "metrics.json", summary)
+        write_json(root / out_report(method) / "log_history.json", history)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--method", choices=METHODS, default="scale", help="the matrix arm: vanilla or scale")
+    known, rest = parser.parse_known_args(argv)
+    return stage_main(NAME, Config, functools.partial(run, method=known.method), rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

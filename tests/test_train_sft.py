@@ -1,0 +1,271 @@
+"""SFT glue: segment labels from label ids, the trainer's loss paths, config translation, and stage smoke runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from scalevlm.core.scale_loss import ANSWER, THINK, scale_loss, shifted_token_ce
+from scalevlm.modeling import TinySpec, train_tokenizer
+from scalevlm.records import ImageStore, Record, write_records
+from scalevlm.sources.synthetic import GridConfig, grid_sample
+from scalevlm.training.config import LoraSettings, ScaleSettings, SFTSettings, sft_config
+from scalevlm.training.data import read_split, sft_dataset
+from scalevlm.training.labels import PieceDecoder, batch_segment_labels
+from stages import prepare_model, train_sft
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = GridConfig(enabled=True, n=0, seed=0, rows=2, cols=2, cell_px=16, p_red=0.45, p_blue=0.25, jitter=True, answer_step="copy")
+SPEC = TinySpec(
+    seed=0, vocab_size=300, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+    vision_embed_dim=64, vision_depth=1, vision_heads=4, vision_mlp_ratio=2, patch_size=8, merge_size=2,
+    min_pixels=256, max_pixels=4096, max_position_embeddings=512, rope_theta=10000.0,
+)
+SETTINGS = SFTSettings(
+    seed=0, max_steps=4, batch_size=4, grad_accum=1, learning_rate=3e-3, lr_scheduler="cosine", warmup_ratio=0.0,
+    max_grad_norm=1.0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.98, max_length=None, precision="auto",
+    gradient_checkpointing=False, logging_steps=1, save_steps=2, resume=True, keep_checkpoints=False,
+    dataloader_workers=0, torch_threads=0, train_limit=None,
+    scale=ScaleSettings(schedule="cosine", w_start=0.8, w_end=0.2, normalisation="per_sample"),
+    lora=LoraSettings(enabled=False, r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj")),
+)
+COMPLETION = "<think>row 1: red blue = 1, total 1.</think><answer>1</answer>"
+
+
+# -- fixtures ---------------------------------------------------------------------------------------------------
+
+
+def make_project(root: Path, n_train: int = 12, n_val: int = 4) -> Path:
+    """A project root with validated splits (image paths relative to the root) and a prepared tiny model."""
+    store = ImageStore(root / "data" / "curate_dataset")
+    for split, n in (("train", n_train), ("val", n_val)):
+        records = []
+        for i in range(n):
+            image, question, think, answer, _ = grid_sample(random.Random(f"{split}:{i}"), GRID)
+            rel = "data/curate_dataset/" + store.put(image)
+            records.append(Record(f"synthetic/{split}-{i:03d}", (rel,), question, think, answer, "integer", None, "synthetic", split))
+        write_records(root / "data" / "validate_segments" / f"{split}.jsonl", records)
+    cfg = prepare_model.Config(name_or_path="tiny", trust_remote_code=False, dtype="auto", tiny=SPEC)
+    prepare_model.run(cfg, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_project(tmp_path_factory.mktemp("sft_project"))
+
+
+def _copy_project(src: Path, dst: Path) -> Path:
+    shutil.copytree(src / "data", dst / "data")
+    shutil.copytree(src / "models" / "prepare_model", dst / "models" / "prepare_model")
+    return dst
+
+
+# -- segment labels ---------------------------------------------------------------------------------------------
+
+
+def _labels_for(tok: PreTrainedTokenizerFast, text: str, prompt_len: int = 3) -> torch.Tensor:
+    ids = tok.encode(text, add_special_tokens=False) + [tok.convert_tokens_to_ids("<|im_end|>")]
+    return torch.tensor([[-100] * prompt_len + ids])
+
+
+def _expected(tok: PreTrainedTokenizerFast, labels: torch.Tensor) -> list[int]:
+    """Think through the last token whose decoded prefix ends at or before `</think>`'s end."""
+    ids = [i for i in labels[0].tolist() if i != -100]
+    end = COMPLETION.index("</think>") + len("</think>")
+    out, pos = [], 0
+    for i in ids:
+        out.append(THINK if pos < end else ANSWER)
+        pos += len(tok.decode([i]))
+    return [0] * (labels.shape[1] - len(ids)) + out
+
+
+def test_segment_labels_with_single_token_tags() -> None:
+    tok = train_tokenizer([COMPLETION] * 20, 300)
+    assert len(tok.encode("</think>", add_special_tokens=False)) == 1
+    labels = _labels_for(tok, COMPLETION)
+    seg = batch_segment_labels(labels, PieceDecoder(tok))
+    assert seg[0].tolist() == _expected(tok, labels)
+    close = tok.convert_tokens_to_ids("</think>")
+    k = labels[0].tolist().index(close)
+    assert seg[0, k] == THINK and seg[0, k + 1] == ANSWER and seg[0, -1] == ANSWER  # </think> think, <|im_end|> answer
+
+
+def test_segment_labels_when_tags_split_into_several_tokens() -> None:
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["row red blue total"] * 10, trainers.BpeTrainer(
+        vocab_size=270, special_tokens=["<|im_end|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>")
+    assert len(fast.encode("</think>", add_special_tokens=False)) > 2
+    labels = _labels_for(fast, COMPLETION)
+    seg = batch_segment_labels(labels, PieceDecoder(fast))
+    assert seg[0].tolist() == _expected(fast, labels)
+    think_text = "".join(fast.decode([i]) for i, s in zip(labels[0].tolist(), seg[0].tolist(), strict=True) if s == THINK)
+    assert think_text == COMPLETION[: COMPLETION.index("</think>") + len("</think>")]
+
+
+def test_segment_labels_without_closing_tag_are_all_think() -> None:
+    tok = train_tokenizer([COMPLETION] * 20, 300)
+    labels = torch.tensor([[-100] + tok.encode("<think>row 1: red", add_special_tokens=False)])
+    seg = batch_segment_labels(labels, PieceDecoder(tok))
+    assert seg[0, 0] == 0 and bool((seg[0, 1:] == THINK).all())
+
+
+# -- trainer loss paths -----------------------------------------------------------------------------------------
+
+
+def _trainer(project: Path, method: str, tmp_path: Path) -> tuple:
+    from trl import SFTTrainer
+
+    from scalevlm.modeling import load_model_and_processor
+    from scalevlm.training.trainer import SCALeSFTTrainer
+
+    model, proc = load_model_and_processor(project / "models" / "prepare_model", dtype="float32")
+    ds = sft_dataset(project, read_split(project, "train"))
+    args = sft_config(SETTINGS, tmp_path / method, 1)
+    if method == "trl":
+        return SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=proc), ds
+    return SCALeSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=proc, method=method, scale=SETTINGS.scale), ds
+
+
+def test_trainer_losses_match_trl_and_the_pure_loss(project: Path, tmp_path: Path) -> None:
+    trl_trainer, ds = _trainer(project, "trl", tmp_path)
+    batch = trl_trainer.data_collator([ds[i] for i in range(4)])
+    expected_vanilla = trl_trainer.compute_loss(trl_trainer.model, dict(batch))
+    vanilla, _ = _trainer(project, "vanilla", tmp_path)
+    assert vanilla.compute_loss(vanilla.model, dict(batch)).item() == pytest.approx(expected_vanilla.item(), rel=1e-5)
+
+    scale, _ = _trainer(project, "scale", tmp_path)
+    got = scale.compute_loss(scale.model, dict(batch))
+    with torch.no_grad():
+        logits = scale.model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    seg = batch_segment_labels(batch["labels"], PieceDecoder(scale.processing_class.tokenizer))
+    assert bool((seg[:, 1:] == ANSWER).any()) and bool((seg[:, 1:] == THINK).any())
+    want, _ = scale_loss(shifted_token_ce(logits, batch["labels"]), seg[:, 1:], *scale.current_weights())
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    assert scale.current_weights() == pytest.approx((0.8, 0.2))  # p = 0
+
+
+def test_sft_config_translation(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(SETTINGS, batch_size=16, grad_accum=2, max_steps=600, warmup_ratio=0.05)
+    args = sft_config(cfg, tmp_path, world_size=2)
+    assert args.per_device_train_batch_size == 4 and args.gradient_accumulation_steps == 2
+    assert args.warmup_steps == 30 and args.adam_beta2 == 0.98 and args.seed == 0
+    assert args.gradient_checkpointing is False and args.save_strategy == "steps"
+    if not torch.cuda.is_available():
+        assert args.use_cpu and not args.bf16
+    with pytest.raises(ValueError, match="divisible"):
+        sft_config(dataclasses.replace(cfg, batch_size=12), tmp_path, world_size=5)
+    assert cfg.fingerprint("scale") != cfg.fingerprint("vanilla")
+    assert cfg.fingerprint("scale") == dataclasses.replace(cfg, resume=False).fingerprint("scale")
+
+
+# -- stage runs -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["vanilla", "scale"])
+def test_stage_smoke_run(project: Path, tmp_path: Path, method: str) -> None:
+    from scalevlm.modeling import load_model_and_processor
+
+    root = _copy_project(project, tmp_path)
+    summary = train_sft.run(SETTINGS, root, method=method)
+    assert summary["steps"] == SETTINGS.max_steps and summary["method"] == method
+    report = root / "reports" / "train_sft" / method
+    metrics = json.loads((report / "metrics.json").read_text())
+    for key in ("wall_time_s", "tokens_per_s", "final_loss", "final_loss_think", "final_loss_answer"):
+        assert metrics[key] is not None, key
+    plots = report / "dvclive" / "plots" / "metrics"
+    assert (plots / "loss.tsv").is_file() and (plots / "loss_think.tsv").is_file()
+    assert (plots / "w_think.tsv").is_file() == (method == "scale")
+    out = root / "models" / "train_sft" / method
+    assert not (out / "checkpoints").exists()
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["config"]["scale"]["w_start"] == 0.8 and "torch" in provenance["versions"]
+    model, proc = load_model_and_processor(out)
+    assert type(proc).__name__ == "TinyQwen2VLProcessor"
+
+
+@pytest.mark.slow
+def test_lora_run_saves_a_merged_model(project: Path, tmp_path: Path) -> None:
+    from scalevlm.modeling import load_model_and_processor
+
+    root = _copy_project(project, tmp_path)
+    lora = dataclasses.replace(SETTINGS.lora, enabled=True)
+    train_sft.run(dataclasses.replace(SETTINGS, max_steps=2, save_steps=0, lora=lora), root, method="scale")
+    out = root / "models" / "train_sft" / "scale"
+    assert not (out / "adapter_config.json").exists()  # merged: downstream stages load a plain model
+    model, _ = load_model_and_processor(out)
+    base, _ = load_model_and_processor(root / "models" / "prepare_model")
+    name = next(n for n, _ in model.named_parameters() if n.endswith("q_proj.weight"))
+    assert not torch.equal(dict(model.named_parameters())[name], dict(base.named_parameters())[name])
+
+
+@pytest.mark.slow
+def test_stage_resumes_an_interrupted_run(project: Path, tmp_path: Path) -> None:
+    root = _copy_project(project, tmp_path)
+    cfg = dataclasses.replace(SETTINGS, max_steps=2, keep_checkpoints=True)
+    train_sft.run(cfg, root, method="scale")
+    assert (root / "models" / "train_sft" / "scale" / "checkpoints" / "checkpoint-2").is_dir()
+    again = train_sft.run(cfg, root, method="scale")  # same settings: picks up the newest checkpoint
+    assert again["resumed_from"] == "checkpoint-2"
+    changed = train_sft.run(dataclasses.replace(cfg, learning_rate=1e-3), root, method="scale")
+    assert changed["resumed_from"] is None  # other settings never resume a foreign checkpoint
+
+
+def _write_params(root: Path, cfg: SFTSettings) -> Path:
+    import yaml
+
+    from scalevlm.config import to_dict
+
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump({"train_sft": to_dict(cfg)}))
+    return path
+
+
+def _step_losses(root: Path) -> list[float]:
+    """Per step: loss, L_think, L_ans and the gradient norm (step 2's loss also checks step 1's update)."""
+    history = json.loads((root / "reports" / "train_sft" / "scale" / "log_history.json").read_text())
+    return [h[k] for h in history if "loss" in h for k in ("loss", "loss_think", "loss_answer", "grad_norm")]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_single_process(project: Path, tmp_path: Path) -> None:
+    """Two CPU processes over gloo give the same per-step losses as one process on the same global batch of 8, and
+    as one process with 2 × 4 gradient accumulation (8 records: every step sees all of them).
+
+    Launched with the repo's DDP config (torchrun launcher): in accelerate 1.15 `--cpu --num_processes 2` starts a
+    single process unless MPI is installed; under torchrun the stage's CPU state selects MULTI_CPU + gloo.
+    """
+    cfg = dataclasses.replace(SETTINGS, batch_size=8, max_steps=2, save_steps=0, train_limit=8)
+    runs = {}
+    for name, overrides in (("single", {}), ("accum", {"grad_accum": 2}), ("ddp", {})):
+        root = _copy_project(project, tmp_path / name)
+        params = _write_params(root, dataclasses.replace(cfg, **overrides))
+        if name == "ddp":
+            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs/accelerate/ddp.yaml"),
+                   "--num_processes", "2", "-m", "stages.train_sft", "--method", "scale", "--params", str(params), "--root", str(root)]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
+            done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert json.loads((root / "reports/train_sft/scale/metrics.json").read_text())["world_size"] == 2
+        else:
+            train_sft.run(dataclasses.replace(cfg, **overrides), root, method="scale")
+        runs[name] = _step_losses(root)
+    assert len(runs["single"]) == 2 * 4
+    for name in ("accum", "ddp"):
+        assert runs[name] == pytest.approx(runs["single"], rel=1e-4), name
