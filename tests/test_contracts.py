@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import itertools
 import re
 from pathlib import Path
 
@@ -45,11 +46,25 @@ def test_every_params_section_belongs_to_a_stage() -> None:
     assert set(PARAMS) <= set(DVC), set(PARAMS) - set(DVC)
 
 
-def test_stage_deps_exist() -> None:
+def _expand(spec: dict, entries: list) -> list[str]:
+    """Concrete paths of a (matrix) stage: `${item.k}` replaced by every combination of the matrix values."""
+    matrix = spec.get("matrix") or {}
+    keys = sorted(matrix)
+    out = []
+    for values in itertools.product(*(matrix[k] for k in keys)) if keys else [()]:
+        item = dict(zip(keys, values))
+        for path in _paths(entries):
+            out.append(re.sub(r"\$\{item\.(\w+)\}", lambda m, item=item: str(item[m.group(1)]), path))
+    return out
+
+
+def test_stage_deps_are_code_in_the_repo_or_outputs_of_a_stage() -> None:
+    produced = [o for spec in DVC.values() for key in ("outs", "metrics", "plots") for o in _expand(spec, spec.get(key))]
     for name, spec in DVC.items():
-        for dep in spec["deps"]:
-            if "${" not in dep and not dep.startswith(("data/", "models/")):
-                assert (ROOT / dep).exists(), f"{name}: dep {dep} does not exist"
+        for dep in _expand(spec, spec["deps"]):
+            dep = re.sub(r"\$\{(\w+)\.(\w+)\}", lambda m: str(PARAMS[m.group(1)][m.group(2)]), dep)
+            from_stage = any(dep == out or dep.startswith(out.rstrip("/") + "/") for out in produced)
+            assert from_stage or (ROOT / dep).exists(), f"{name}: dep {dep} is neither in the repo nor a stage output"
 
 
 def _imports(path: Path) -> set[str]:
@@ -80,3 +95,11 @@ def test_dependencies_point_one_way(folder: str, forbidden: tuple[str, ...]) -> 
         for path in (ROOT / folder).rglob("*.py"):
             outside = {m for m in _imports(path) if m.startswith("scalevlm") and not m.startswith("scalevlm.core")}
             assert not outside, f"{path.relative_to(ROOT)} imports {sorted(outside)} outside the core"
+
+
+def test_registry_artifact_is_the_promotion_candidates_model() -> None:
+    from stages.evaluate import ARM_MODELS
+
+    artifacts = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]
+    promote = PARAMS["promote"]
+    assert artifacts[promote["artifact"]]["path"] == ARM_MODELS[promote["candidate"]].as_posix()

@@ -1,0 +1,218 @@
+"""evaluate (× arm): greedy generation on the test split, scored with the repo's `evaluate` metric modules.
+
+deps:  models/<train stage>/<method>/ of the arm (see ARM_MODELS), data/validate_segments/test.jsonl (+ images),
+       metrics/{answer_accuracy,format_compliance}, params.yaml[evaluate]
+outs:  reports/evaluate/<arm>/{metrics.json, predictions.jsonl}
+cmd:   python -m stages.evaluate --arm <sft-vanilla|sft-scale|grpo-vanilla|grpo-scale>
+
+Generation is batched with left padding and greedy (`do_sample=False`), so an arm's predictions are a function of
+its weights. Answers are extracted by the segment rule only (a malformed completion has no answer and is wrong).
+Token lengths follow the SFT segment rule on the generated ids (up to, not including, end-of-turn): think = from
+the first token through `</think>`, answer = everything after; a completion without `</think>` is all think.
+Metrics come from `metrics/answer_accuracy` and `metrics/format_compliance` (loaded by path, offline), over all
+samples and per source and per answer type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scalevlm.core.answers import is_correct, is_parseable
+from scalevlm.core.rewards import extract_answer
+from scalevlm.core.segments import ANSWER, THINK, parse_completion
+from scalevlm.records import Record, write_jsonl
+from scalevlm.runtime import stage_main, write_json
+
+NAME = "evaluate"
+OUT_REPORT = Path("reports") / NAME
+METRICS_DIR = Path(__file__).resolve().parents[1] / "metrics"  # code, shipped with the repo (not a data dep)
+ARM_MODELS = {
+    "sft-vanilla": Path("models") / "train_sft" / "vanilla",
+    "sft-scale": Path("models") / "train_sft" / "scale",
+    "grpo-vanilla": Path("models") / "train_grpo" / "vanilla",
+    "grpo-scale": Path("models") / "train_grpo" / "scale",
+}
+log = logging.getLogger(NAME)
+
+
+@dataclass(frozen=True)
+class Config:
+    batch_size: int
+    max_new_tokens: int
+    max_samples: int | None  # evaluate only the first N test records by id; None = all
+    dtype: str  # auto | float32 | bfloat16 | float16
+    device: str  # auto | cpu | cuda | cuda:N
+    trust_remote_code: bool
+    seed: int
+    torch_threads: int  # CPU threads for torch; 0 = torch's default (1 is fastest for the tiny model)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One greedy completion: its text (special tokens removed) and its token counts per segment."""
+
+    text: str
+    completion_tokens: int
+    think_tokens: int
+    answer_tokens: int
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def generate_batch(model: Any, processor: Any, records: Sequence[Record], root: Path, max_new_tokens: int) -> list[Generation]:
+    """Greedy completions of one batch of records (prompts left-padded so generation starts aligned)."""
+    import torch
+    from PIL import Image
+
+    from scalevlm.training.data import prompt_messages
+    from scalevlm.training.labels import PieceDecoder, sequence_segment_labels
+    from scalevlm.validation import image_paths
+
+    tokenizer = processor.tokenizer
+    texts = [processor.apply_chat_template(prompt_messages(r), tokenize=False, add_generation_prompt=True) for r in records]
+    images = [[Image.open(p).convert("RGB") for p in image_paths(root, r)] for r in records]
+    kwargs: dict[str, Any] = {"text": texts, "padding": True, "padding_side": "left", "return_tensors": "pt"}
+    if any(images):
+        kwargs["images"] = images
+    inputs = processor(**kwargs).to(model.device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+    stops = _eos_ids(model, tokenizer)
+    decode_piece = PieceDecoder(tokenizer)
+    results = []
+    for row in out[:, inputs["input_ids"].shape[1] :].tolist():
+        end = next((k for k, t in enumerate(row) if t in stops), len(row))
+        ids = row[:end]
+        labels = sequence_segment_labels(ids, decode_piece) if ids else []
+        results.append(Generation(
+            text=tokenizer.decode(ids, skip_special_tokens=True),
+            completion_tokens=len(ids),
+            think_tokens=sum(1 for lab in labels if lab == THINK),
+            answer_tokens=sum(1 for lab in labels if lab == ANSWER),
+        ))
+    return results
+
+
+def prediction_row(record: Record, gen: Generation) -> dict[str, Any]:
+    """The per-sample line of predictions.jsonl (scored with the same core functions as the metric modules)."""
+    seg = parse_completion(gen.text)
+    pred = extract_answer(gen.text)
+    return {
+        "id": record.id, "source": record.source, "answer_type": record.answer_type,
+        "gold": record.answer, "choices": list(record.choices) if record.choices is not None else None,
+        "completion": gen.text, "pred": pred,
+        "correct": int(pred is not None and is_correct(pred, record.answer, record.answer_type, record.choices)),
+        "format_ok": int(seg.ok), "reason": seg.reason.value if seg.reason else None,
+        "parsed": int(is_parseable(pred, record.answer_type, record.choices)),
+        "completion_tokens": gen.completion_tokens, "think_tokens": gen.think_tokens, "answer_tokens": gen.answer_tokens,
+    }
+
+
+def load_metrics() -> tuple[Any, Any]:
+    """The repo's two `evaluate` metric modules, loaded by path (works offline)."""
+    import evaluate as hf_evaluate
+
+    return (hf_evaluate.load(str(METRICS_DIR / "answer_accuracy")), hf_evaluate.load(str(METRICS_DIR / "format_compliance")))
+
+
+def _length_stats(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    stats = {}
+    for key in ("think_tokens", "answer_tokens", "completion_tokens"):
+        values = [r[key] for r in rows]
+        stats[f"{key}_mean"] = float(statistics.fmean(values)) if values else 0.0
+        stats[f"{key}_median"] = float(statistics.median(values)) if values else 0.0
+    return stats
+
+
+def group_metrics(rows: Sequence[dict[str, Any]], accuracy: Any, compliance: Any) -> dict[str, Any]:
+    """Accuracy, answer-parse rate, format compliance, missing-<answer> rate, reasons and lengths of `rows`."""
+    acc = accuracy.compute(
+        predictions=[r["completion"] for r in rows], references=[r["gold"] for r in rows],
+        answer_types=[r["answer_type"] for r in rows], choices=[r["choices"] for r in rows],
+    )
+    fmt = compliance.compute(predictions=[r["completion"] for r in rows])
+    return {
+        "n": len(rows), "accuracy": acc["accuracy"], "answer_parse_rate": acc["answer_parse_rate"],
+        "format_compliance": fmt["format_compliance"], "missing_answer_rate": fmt["missing_answer_rate"],
+        "reasons": fmt["reasons"], **_length_stats(rows),
+    }
+
+
+def summarise(rows: Sequence[dict[str, Any]], accuracy: Any, compliance: Any) -> dict[str, Any]:
+    summary = group_metrics(rows, accuracy, compliance)
+    expected = sum(r["correct"] for r in rows) / len(rows)
+    if abs(summary["accuracy"] - expected) > 1e-9:  # the metric module and the per-sample rows must agree
+        raise RuntimeError(f"metric module accuracy {summary['accuracy']} != per-sample accuracy {expected}")
+    for field, key in (("source", "by_source"), ("answer_type", "by_answer_type")):
+        groups = sorted({r[field] for r in rows})
+        summary[key] = {g: group_metrics([r for r in rows if r[field] == g], accuracy, compliance) for g in groups}
+    return summary
+
+
+def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
+    """Evaluate one arm's model on the test split; rewrites reports/evaluate/<arm>/ completely."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from scalevlm.modeling import load_model_and_processor
+    from scalevlm.training.data import read_split
+
+    if arm not in ARM_MODELS:
+        raise ValueError(f"unknown arm {arm!r}; arms are {sorted(ARM_MODELS)}")
+    if cfg.batch_size < 1 or cfg.max_new_tokens < 1:
+        raise ValueError(f"evaluate: batch_size and max_new_tokens must be >= 1, got {cfg.batch_size}, {cfg.max_new_tokens}")
+    model_dir = root / ARM_MODELS[arm]
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir} not found: train the arm first (`dvc repro {NAME}@{arm}` runs its stages)")
+    torch.manual_seed(cfg.seed)
+    if cfg.torch_threads > 0:  # on 2 shared cores, 2 threads made tiny-model generation up to 50x slower
+        torch.set_num_threads(cfg.torch_threads)
+    records = read_split(root, "test", cfg.max_samples)
+    model, processor = load_model_and_processor(model_dir, cfg.trust_remote_code, cfg.dtype, cfg.device)
+    processor.tokenizer.padding_side = "left"
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with tqdm(total=len(records), desc=f"evaluate {arm}", unit="sample") as bar:
+        for i in range(0, len(records), cfg.batch_size):
+            batch = records[i : i + cfg.batch_size]
+            gens = generate_batch(model, processor, batch, root, cfg.max_new_tokens)
+            rows.extend(prediction_row(r, g) for r, g in zip(batch, gens, strict=True))
+            bar.update(len(batch))
+    gen_s = time.perf_counter() - start
+    accuracy, compliance = load_metrics()
+    metrics = summarise(rows, accuracy, compliance)
+    metrics.update(arm=arm, model_dir=ARM_MODELS[arm].as_posix(), generation_wall_time_s=round(gen_s, 3))
+    out = root / OUT_REPORT / arm
+    if out.exists():
+        shutil.rmtree(out)
+    write_jsonl(out / "predictions.jsonl", rows)
+    write_json(out / "metrics.json", metrics)
+    log.info("%s: accuracy %.3f, format %.3f on %d samples in %.1fs", arm, metrics["accuracy"],
+             metrics["format_compliance"], len(rows), gen_s)
+    return {k: metrics[k] for k in ("arm", "n", "accuracy", "format_compliance", "answer_parse_rate", "generation_wall_time_s")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{NAME}", add_help=False)
+    parser.add_argument("--arm", required=True, choices=sorted(ARM_MODELS), help="which trained model to evaluate")
+    args, rest = parser.parse_known_args(argv)
+    return stage_main(NAME, Config, lambda cfg, root: run(cfg, root, args.arm), rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,224 @@
+"""train_grpo (× init): TRL GRPOTrainer from an SFT model, rewarded by the segment rule and answer matching.
+
+deps:  models/train_sft/<init>/, data/validate_segments/train.jsonl (+ images), src/scalevlm/core/rewards.py,
+       src/scalevlm/core/answers.py, params.yaml[train_grpo]
+outs:  models/train_grpo/<init>/ (weights, processor, provenance.json),
+       reports/train_grpo/<init>/metrics.json (wall time, reward means), reports/train_grpo/<init>/dvclive/ (curves)
+cmd:   python -m stages.train_grpo --init <vanilla|scale>
+
+Rewards (core/rewards.py): `format` (1 iff the completion is well-formed), `accuracy` (1 iff its answer block
+matches the gold answer under the answer type's normalisation) and optional `length` shaping; their weights go
+to `GRPOConfig(reward_weights=…)`, a weight of 0 drops the reward. The dataset keeps `answer`, `answer_type` and
+`choices` beside `prompt`/`images`, and TRL hands those columns to the rewards as keyword lists. TRL logs each
+reward's mean per step (`rewards/<name>/mean`); they go to DVCLive and, averaged, to metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scalevlm.core.rewards import reward_functions
+from scalevlm.runtime import stage_main, write_json
+
+NAME = "train_grpo"
+INITS = ("vanilla", "scale")
+SFT_MODELS = Path("models") / "train_sft"
+OUT_MODELS = Path("models") / NAME
+OUT_REPORT = Path("reports") / NAME
+log = logging.getLogger(NAME)
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    format: float
+    accuracy: float
+    length: float  # 0 = no length shaping
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int
+    max_steps: int
+    learning_rate: float
+    batch_size: int  # completions per optimizer step = prompts per step × num_generations
+    num_generations: int  # completions per prompt (the GRPO group)
+    max_completion_length: int  # tokens; a completion cut here is scored as generated (usually malformed)
+    beta: float  # KL coefficient; 0 = no reference model (TRL's default, cheapest)
+    temperature: float
+    loss_type: str  # TRL loss: dapo | grpo | dr_grpo | bnpo | ...
+    reward_weights: RewardWeights
+    max_think_chars: int  # length reward: full bonus up to this many think characters
+    train_limit: int | None  # first N training records by id; None = all
+    logging_steps: int
+    gradient_checkpointing: bool  # off for the tiny model (~60% slower steps when on); on for large models on GPU
+    dtype: str  # auto | float32 | bfloat16
+    use_vllm: bool  # GPU users: generate with vLLM (needs `pip install vllm`); passed through to TRL
+    vllm_mode: str  # colocate | server
+    trust_remote_code: bool
+    torch_threads: int  # CPU threads for torch; 0 = torch's default (see `set_threads`)
+
+
+def set_threads(n: int) -> None:
+    """Pin torch's CPU threads. For the tiny model 1 thread is fastest: on 2 shared cores, 2 threads made
+    generation up to 50x slower (OpenMP threads spinning against other processes); 0 leaves torch's default."""
+    import torch
+
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+def validate(cfg: Config) -> None:
+    errors = []
+    if cfg.max_steps < 1 or cfg.num_generations < 2:
+        errors.append(f"max_steps >= 1 and num_generations >= 2 (a group of one has no advantage), got "
+                      f"{cfg.max_steps}, {cfg.num_generations}")
+    if cfg.batch_size % cfg.num_generations:
+        errors.append(f"batch_size {cfg.batch_size} must be a multiple of num_generations {cfg.num_generations}")
+    if cfg.max_completion_length < 8:
+        errors.append(f"max_completion_length {cfg.max_completion_length} is too short for <think>…</think><answer>…</answer>")
+    if errors:
+        raise ValueError("train_grpo: " + "; ".join(errors))
+
+
+def grpo_dataset(root: Path, limit: int | None) -> Any:
+    """Train split in TRL's vision prompt format plus the reward columns `answer`, `answer_type`, `choices`."""
+    from datasets import Dataset, Image, List
+
+    from scalevlm.training.data import read_split, to_sft_rows
+
+    records = read_split(root, "train", limit)
+    rows = to_sft_rows(root, records)
+    del rows["completion"]  # GRPO generates the completion; the target only feeds SFT
+    rows["answer"] = [r.answer for r in records]
+    rows["answer_type"] = [r.answer_type for r in records]
+    rows["choices"] = [list(r.choices) if r.choices is not None else None for r in records]
+    return Dataset.from_dict(rows).cast_column("images", List(Image()))
+
+
+def grpo_config(cfg: Config, output_dir: Path, weights: list[float]) -> Any:
+    """Our settings → TRL's GRPOConfig (CPU-safe: bf16 only on CUDA, no checkpoints saved)."""
+    import torch
+    from trl import GRPOConfig
+
+    on_cuda = torch.cuda.is_available()
+    return GRPOConfig(
+        output_dir=str(output_dir),
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        beta=cfg.beta,
+        temperature=cfg.temperature,
+        loss_type=cfg.loss_type,
+        reward_weights=weights,
+        use_vllm=cfg.use_vllm,
+        vllm_mode=cfg.vllm_mode,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=not on_cuda,
+        bf16=on_cuda and cfg.dtype == "bfloat16",
+        activation_checkpointing=cfg.gradient_checkpointing,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",  # DVCLive is attached as a callback of ours (no dvc.yaml edits, no git experiments)
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def _summary_name(key: str) -> str | None:
+    """Our name for a TRL log key worth summarising: each reward's mean, the weighted total, completion length."""
+    if key.startswith("rewards/") and key.endswith("/mean"):
+        return key[len("rewards/") : -len("/mean")]  # e.g. accuracy_reward
+    return {"reward": "reward", "completions/mean_length": "completion_tokens"}.get(key)
+
+
+def reward_summary(log_history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-reward mean over all logged steps and at the first and last logged step (TRL logs per-step means)."""
+    names = sorted({(name, key) for h in log_history for key in h if (name := _summary_name(key))})
+    summary: dict[str, Any] = {}
+    for name, key in names:
+        values = [float(h[key]) for h in log_history if key in h]
+        summary[name] = {"mean": statistics.fmean(values), "first": values[0], "last": values[-1]}
+    return summary
+
+
+def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
+    """GRPO from models/train_sft/<init>; rewrites models/train_grpo/<init> and reports/train_grpo/<init>."""
+    from trl import GRPOTrainer
+
+    from scalevlm.modeling import load_model_and_processor, save_model_and_processor
+    from scalevlm.provenance import write_provenance
+    from scalevlm.training.trainer import StepDVCLiveCallback
+
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
+    validate(cfg)
+    set_threads(cfg.torch_threads)
+    sft_dir = root / SFT_MODELS / init
+    if not sft_dir.is_dir():
+        raise FileNotFoundError(f"{sft_dir} not found: run `dvc repro train_sft@{init}` first")
+    funcs, weights = reward_functions(
+        {"format": cfg.reward_weights.format, "accuracy": cfg.reward_weights.accuracy, "length": cfg.reward_weights.length},
+        cfg.max_think_chars,
+    )
+    dataset = grpo_dataset(root, cfg.train_limit)
+    model, processor = load_model_and_processor(sft_dir, cfg.trust_remote_code, cfg.dtype)
+    # TRL left-pads prompt ids itself but builds the multimodal fields (mm_token_type_ids) with the processor's own
+    # padding side: a right-padding tokenizer misaligns them and Qwen2-VL's rope index fails as soon as prompts
+    # differ in length (images of different sizes). The original side is restored before saving.
+    saved_side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "left"
+    out_model, out_report = root / OUT_MODELS / init, root / OUT_REPORT / init
+    for folder in (out_model, out_report):
+        if folder.exists():
+            shutil.rmtree(folder)
+    out_report.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="grpo_") as scratch:  # TRL's output_dir: nothing kept (no checkpoints)
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=funcs,
+            args=grpo_config(cfg, Path(scratch), weights),
+            train_dataset=dataset,
+            processing_class=processor,
+            callbacks=[StepDVCLiveCallback(out_report / "dvclive")],  # curves per optimizer step, no DVC side effects
+        )
+        start = time.perf_counter()
+        trainer.train()
+        wall = time.perf_counter() - start
+    processor.tokenizer.padding_side = saved_side
+    metrics = {
+        "init": init,
+        "wall_time_s": round(wall, 3),
+        "steps": trainer.state.global_step,
+        "train_samples": len(dataset),
+        "reward_names": [f.__name__ for f in funcs],
+        "reward_weights": weights,
+        "rewards": reward_summary(trainer.state.log_history),
+    }
+    if trainer.accelerator.is_main_process:  # under `accelerate launch` only one process writes
+        (out_report / "dvclive" / "metrics.json").unlink(missing_ok=True)  # duplicate of our metrics.json
+        save_model_and_processor(trainer.accelerator.unwrap_model(trainer.model), processor, out_model)
+        write_provenance(out_model, NAME, cfg, root, {"init": init, "init_model": (SFT_MODELS / init).as_posix()})
+        write_json(out_report / "metrics.json", metrics)
+    log.info("GRPO from %s: %d steps in %.1fs, rewards %s", init, metrics["steps"], wall, metrics["rewards"])
+    return {k: metrics[k] for k in ("init", "wall_time_s", "steps", "rewards")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{NAME}", add_help=False)
+    parser.add_argument("--init", required=True, choices=INITS, help="which SFT model to start from")
+    args, rest = parser.parse_known_args(argv)
+    return stage_main(NAME, Config, lambda cfg, root: run(cfg, root, args.init), rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""Smoke runs of train_grpo and evaluate on the tiny model in tmp_path, and compare on constructed outputs."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from scalevlm.records import ImageStore, Record, read_jsonl, write_records
+from scalevlm.runtime import write_json
+
+pytestmark = pytest.mark.slow
+
+ARMS = ("sft-vanilla", "sft-scale", "grpo-vanilla", "grpo-scale")
+
+
+def _records(root: Path, n: int) -> dict[str, list[Record]]:
+    from scalevlm.sources.synthetic import GridConfig, grid_sample
+
+    # two image sizes, so prompts differ in length (GRPO must left-pad the multimodal fields like the prompt ids)
+    grids = [GridConfig(enabled=True, n=n, seed=0, rows=size, cols=size, cell_px=16, p_red=0.5, p_blue=0.2, jitter=False,
+                        answer_step="copy") for size in (1, 4)]
+    store = ImageStore(root / "data" / "curate_dataset")
+    splits: dict[str, list[Record]] = {"train": [], "test": []}
+    for i in range(n):
+        image, question, think, answer, _ = grid_sample(random.Random(i), grids[i % 2])
+        split = "test" if i % 3 == 0 else "train"
+        splits[split].append(Record(
+            id=f"synthetic/{i:04d}", images=("data/curate_dataset/" + store.put(image),), question=question,
+            reasoning=think, answer=answer, answer_type="integer", choices=None, source="synthetic", split=split))
+    for split, records in splits.items():  # validated layout: image paths relative to the project root
+        write_records(root / "data" / "validate_segments" / f"{split}.jsonl", records)
+    return splits
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project root with validated train/test splits and an (untrained) tiny model as both SFT arms."""
+    from scalevlm.modeling import TinySpec, build_tiny, save_model_and_processor
+
+    root = tmp_path_factory.mktemp("project")
+    splits = _records(root, 24)
+    spec = TinySpec(seed=0, vocab_size=300, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                    intermediate_size=128, vision_embed_dim=64, vision_depth=1, vision_heads=4, vision_mlp_ratio=2,
+                    patch_size=8, merge_size=2, min_pixels=256, max_pixels=4096, max_position_embeddings=512,
+                    rope_theta=10000.0)
+    model, processor = build_tiny([f"{r.question} {r.reasoning} {r.answer}" for r in splits["train"]], spec)
+    for method in ("vanilla", "scale"):
+        save_model_and_processor(model, processor, root / "models" / "train_sft" / method)
+    return root
+
+
+def grpo_cfg(**over: object) -> object:
+    from stages.train_grpo import Config, RewardWeights
+
+    base = dict(seed=0, max_steps=2, learning_rate=1e-4, batch_size=8, num_generations=4, max_completion_length=12,
+                beta=0.0, temperature=1.0, loss_type="dapo", reward_weights=RewardWeights(format=0.5, accuracy=1.0, length=0.1),
+                max_think_chars=50, train_limit=8, logging_steps=1, gradient_checkpointing=False, dtype="float32", use_vllm=False, vllm_mode="colocate",
+                trust_remote_code=False, torch_threads=1)
+    base.update(over)
+    return Config(**base)
+
+
+def test_train_grpo_smoke(project: Path) -> None:
+    from scalevlm.modeling import load_model_and_processor
+    from stages.train_grpo import run
+
+    # seed 1 samples a small-image prompt before a large-image one: without left-padding the processor's fields
+    # this raises a Qwen2-VL rope-index shape mismatch (seeds 1-3 did on this fixture; seed 0 did not)
+    summary = run(grpo_cfg(seed=1), project, "vanilla")
+    assert summary["steps"] == 2
+    metrics = json.loads((project / "reports/train_grpo/vanilla/metrics.json").read_text())
+    assert metrics["wall_time_s"] > 0 and metrics["train_samples"] == 8
+    assert metrics["reward_names"] == ["format_reward", "accuracy_reward", "length_reward"]
+    assert metrics["reward_weights"] == [0.5, 1.0, 0.1]
+    # the accuracy reward ran, so the answer/answer_type/choices columns reached it as kwargs
+    assert {"format_reward", "accuracy_reward", "length_reward", "reward"} <= set(metrics["rewards"])
+    curves = project / "reports/train_grpo/vanilla/dvclive/plots/metrics"
+    assert (curves / "rewards" / "accuracy_reward" / "mean.tsv").is_file()
+    out = project / "models/train_grpo/vanilla"
+    assert json.loads((out / "provenance.json").read_text())["init"] == "vanilla"
+    model, _ = load_model_and_processor(out)
+    assert model is not None
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [({"batch_size": 6}, "multiple of num_generations"), ({"num_generations": 1, "batch_size": 8}, "num_generations >= 2")],
+)
+def test_train_grpo_rejects_bad_config(project: Path, over: dict[str, object], message: str) -> None:
+    from stages.train_grpo import run
+
+    with pytest.raises(ValueError, match=message):
+        run(grpo_cfg(**over), project, "vanilla")
+
+
+def eval_cfg() -> object:
+    from stages.evaluate import Config
+
+    return Config(batch_size=4, max_new_tokens=10, max_samples=6, dtype="float32", device="cpu",
+                  trust_remote_code=False, seed=0, torch_threads=1)
+
+
+def test_evaluate_smoke(project: Path) -> None:
+    from stages.evaluate import run
+
+    summary = run(eval_cfg(), project, "sft-scale")
+    assert summary["n"] == 6
+    folder = project / "reports/evaluate/sft-scale"
+    rows = [row for _, row in read_jsonl(folder / "predictions.jsonl")]
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    assert all(r["completion_tokens"] <= 10 and r["think_tokens"] + r["answer_tokens"] == r["completion_tokens"] for r in rows)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for key in ("accuracy", "format_compliance", "answer_parse_rate", "missing_answer_rate", "think_tokens_mean",
+                "think_tokens_median", "answer_tokens_mean", "answer_tokens_median"):
+        assert key in metrics
+    assert set(metrics["by_source"]) == {"synthetic"} and set(metrics["by_answer_type"]) == {"integer"}
+
+
+def test_evaluate_unknown_arm_and_missing_model(project: Path) -> None:
+    from stages.evaluate import main, run
+
+    with pytest.raises(SystemExit):
+        main(["--arm", "bogus"])
+    with pytest.raises(FileNotFoundError, match="train the arm first"):
+        run(eval_cfg(), project, "grpo-scale")
+
+
+def test_evaluate_scoring_with_metric_modules() -> None:
+    """Known completions through prediction_row + the `evaluate` modules: every rate is checkable by hand."""
+    from stages.evaluate import Generation, load_metrics, prediction_row, summarise
+
+    def rec(i: int, answer: str, answer_type: str, choices: tuple[str, ...] | None, source: str) -> Record:
+        return Record(id=f"s/{i}", images=(), question="q", reasoning="r", answer=answer, answer_type=answer_type,
+                      choices=choices, source=source, split="test")
+
+    cases = [
+        (rec(0, "7", "integer", None, "a"), "<think>x</think><answer>7</answer>", 1),
+        (rec(1, "blue", "choice", ("red", "blue"), "a"), "<think>x</think><answer>(B)</answer>", 1),
+        (rec(2, "7", "integer", None, "b"), "<think>x</think><answer>7</answer><answer>7</answer>", 0),
+        (rec(3, "7", "integer", None, "b"), "<think>counting 1, 2, 3", 0),
+    ]
+    rows = [prediction_row(r, Generation(text, 5, 4, 1)) for r, text, _ in cases]
+    assert [r["correct"] for r in rows] == [c[2] for c in cases]
+    metrics = summarise(rows, *load_metrics())
+    assert metrics["accuracy"] == 0.5 and metrics["format_compliance"] == 0.5
+    assert metrics["missing_answer_rate"] == 0.25 and metrics["answer_parse_rate"] == 0.5
+    assert metrics["reasons"] == {"repeated_tag": 0.25, "missing_answer": 0.25}
+    assert metrics["by_source"]["a"]["accuracy"] == 1.0 and metrics["by_source"]["b"]["accuracy"] == 0.0
+    assert metrics["by_answer_type"]["choice"]["n"] == 1
+
+
+def _write_arm(root: Path, arm: str, correct: list[int], think: int) -> None:
+    folder = root / "reports" / "evaluate" / arm
+    rows = [{"id": f"s/{i:03d}", "correct": c, "format_ok": 1, "think_tokens": think + i % 5} for i, c in enumerate(correct)]
+    folder.mkdir(parents=True)
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_json(folder / "metrics.json", {"accuracy": sum(correct) / len(correct), "answer_parse_rate": 1.0,
+                                         "missing_answer_rate": 0.0, "think_tokens_mean": float(think)})
+
+
+def test_compare_on_constructed_outputs(tmp_path: Path) -> None:
+    from stages.compare import Config, Pair, run
+
+    n = 40
+    base = [1] * 20 + [0] * 20
+    better = [1] * 30 + [0] * 10  # right on 10 more samples, wrong on none that base gets: McNemar p = 2/2**10
+    for arm, correct in zip(ARMS, (base, better, base, better), strict=True):
+        _write_arm(tmp_path, arm, correct, think=50)
+    for stage, times in (("train_sft", {"vanilla": 100.0, "scale": 110.0}), ("train_grpo", {"vanilla": 120.0, "scale": 130.0})):
+        for method, wall in times.items():
+            write_json(tmp_path / "reports" / stage / method / "metrics.json", {"wall_time_s": wall})
+    live = tmp_path / "reports/train_sft/scale/dvclive/plots/metrics"
+    live.mkdir(parents=True)
+    (live / "w_think.tsv").write_text("timestamp\tstep\tw_think\n0\t1\t1.0\n0\t2\t0.5\n0\t3\t0.0\n")
+    cfg = Config(n_resamples=500, seed=0, alpha=0.05, pairs=(Pair("sft-scale", "sft-vanilla"), Pair("grpo-vanilla", "sft-vanilla")))
+    summary = run(cfg, tmp_path)
+    assert summary["n"] == n and summary["accuracy"]["sft-scale"] == 0.75
+    assert summary["time_ratio"] == pytest.approx(110.0 / 220.0)
+    out = tmp_path / "reports/compare"
+    metrics = json.loads((out / "metrics.json").read_text())
+    scale_vs_vanilla, same = metrics["tests"]
+    assert scale_vs_vanilla["diff"] == pytest.approx(0.25) and scale_vs_vanilla["p_mcnemar"] == pytest.approx(2 / 1024)
+    assert same["diff"] == 0.0 and same["p_mcnemar"] == 1.0
+    assert metrics["train_time_s"]["grpo-scale"] == 240.0
+    low, high = metrics["arms"]["sft-scale"]["accuracy_low"], metrics["arms"]["sft-scale"]["accuracy_high"]
+    assert low < 0.75 < high
+    readme = (out / "README.md").read_text()
+    assert "**sft-scale** is more accurate than **sft-vanilla**" in readme
+    assert "**grpo-vanilla** and **sft-vanilla** are not distinguishable" in readme
+    assert "One training seed per arm" in readme
+    assert "1. SCALe-SFT beats vanilla SFT — holds" in readme
+    assert "3. SCALe + GRPO is the best arm — holds only nominally" in readme  # ties sft-scale (both 0.75)
+    assert len(metrics["claims"]) == 3
+    assert "| sft-scale | 0.750 [" in (out / "table.md").read_text()
+    for name in ("accuracy_by_arm.png", "think_length.png", "scale_schedule.png"):
+        assert (out / "plots" / name).stat().st_size > 1000
+
+
+def test_compare_rejects_unknown_arm(tmp_path: Path) -> None:
+    from stages.compare import Config, Pair, run
+
+    with pytest.raises(ValueError, match="unknown arms"):
+        run(Config(n_resamples=10, seed=0, alpha=0.05, pairs=(Pair("sft-scale", "best"),)), tmp_path)
