@@ -1,0 +1,53 @@
+"""End to end: `dvc repro` of the whole pipeline on the smoke profile in a copy of the project, then two
+`dvc exp run -S` experiments compared with `dvc metrics diff` and `dvc plots diff`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import copy_project
+
+from flows.pipeline import apply_profile
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def dvc(root: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+def test_smoke_repro_then_experiments(tmp_path: Path) -> None:
+    root = copy_project(tmp_path / "project")
+    apply_profile(root, "smoke")
+    out = dvc(root, "repro")
+    for stage in ("curate_dataset", "validate_segments", "prepare_model", "train_sft@scale", "train_grpo@vanilla",
+                  "evaluate@grpo-scale", "compare", "promote"):
+        assert f"Running stage '{stage}'" in out
+    compare = json.loads((root / "reports/compare/metrics.json").read_text())
+    assert compare, "compare wrote its table"
+    assert (root / "reports/compare/table.md").read_text().count("|") > 10
+    decision = json.loads((root / "reports/promote/decision.json").read_text())
+    assert decision["candidate"] == "sft-scale" and decision["reasons"]
+
+    again = dvc(root, "repro")
+    assert "Running stage 'train_sft@scale'" not in again and "didn't change, skipping" in again
+
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "smoke run"], cwd=root, check=True)
+    for name, w_end in (("wend0", "0.0"), ("wend5", "0.5")):
+        dvc(root, "exp", "run", "-n", name, "-S", f"train_sft.scale.w_end={w_end}")
+    shown = json.loads(dvc(root, "exp", "show", "--json"))
+    assert {"wend0", "wend5"} <= {e.get("name") for entry in shown for exp in entry.get("experiments") or [] for e in exp["revs"]}
+    diff = json.loads(dvc(root, "metrics", "diff", "wend0", "wend5", "--json"))
+    assert any(path.startswith("reports/train_sft/scale") for path in diff)
+    dvc(root, "plots", "diff", "wend0", "wend5", "-o", str(tmp_path / "plots"))
+    assert (tmp_path / "plots" / "index.html").is_file()
