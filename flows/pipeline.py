@@ -76,12 +76,17 @@ def _merge(base: dict[str, Any], overlay: dict[str, Any], where: str) -> None:
             base[key] = value
 
 
+def stage_env() -> dict[str, str]:
+    """Environment for DVC subprocesses: stage commands say `python`, so put this interpreter's folder (the
+    project's venv) first on PATH, whatever PATH the worker has."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+
+
 def _run_streaming(cmd: list[str], root: Path) -> tuple[int, list[str]]:
     """Run a command, forwarding each output line to the Prefect run log as it arrives."""
     logger = get_run_logger()
-    # Stage commands say `python`: make it this interpreter (the project's venv), whatever PATH the worker has.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+    env = stage_env()
     lines: list[str] = []
     with subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
         assert proc.stdout is not None

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from prefect import flow, get_run_logger, task
 
+from flows.pipeline import stage_env
 from scalevlm.core.seeds import Experiment, expand
 
 DVC = [sys.executable, "-m", "dvc"]
@@ -40,7 +41,7 @@ def experiments(spec: dict[str, Any]) -> list[Experiment]:
 
 
 def _dvc(root: Path, *args: str) -> str:
-    result = subprocess.run([*DVC, *args], cwd=root, capture_output=True, text=True)
+    result = subprocess.run([*DVC, *args], cwd=root, capture_output=True, text=True, env=stage_env())
     if result.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return result.stdout
