@@ -26,6 +26,8 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from scalevlm.study import flatten
+
 DVC = [sys.executable, "-m", "dvc"]
 
 
@@ -130,7 +132,7 @@ def publish_artifacts(root: Path, results: list[dict[str, Any]]) -> list[str]:
     published.append("pipeline-run")
     validation = _json(root / "reports/validate_segments/metrics.json")
     if validation is not None:
-        body = "\n".join(f"| {k} | {v} |" for k, v in sorted(_flatten(validation).items()))
+        body = "\n".join(f"| {k} | {v} |" for k, v in sorted(flatten(validation).items()))
         create_markdown_artifact(key="validation-summary", markdown=f"| metric | value |\n|---|---|\n{body}\n")
         published.append("validation-summary")
     table = root / "reports/compare/table.md"
@@ -142,16 +144,6 @@ def publish_artifacts(root: Path, results: list[dict[str, Any]]) -> list[str]:
         create_markdown_artifact(key="promotion-decision", markdown=f"```json\n{json.dumps(decision, indent=2)}\n```\n")
         published.append("promotion-decision")
     return published
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 @flow(name="scalevlm-pipeline", log_prints=True)

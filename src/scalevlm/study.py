@@ -19,11 +19,12 @@ ARMS = ("sft-vanilla", "sft-scale", "grpo-vanilla", "grpo-scale")
 PAIRS = (("sft-scale", "sft-vanilla"), ("grpo-scale", "grpo-vanilla"), ("sft-scale", "grpo-vanilla"))
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → one level with dotted keys (`{"a": {"b": 1}}` → `{"a.b": 1}`)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -50,7 +51,7 @@ def experiment_rows(shown: Any, prefix: str) -> list[dict[str, Any]]:
         if not name.startswith(f"{prefix}-"):
             continue
         data = entry["data"]
-        params = _flatten((data.get("params") or {}).get("params.yaml", {}).get("data", {}))
+        params = flatten((data.get("params") or {}).get("params.yaml", {}).get("data", {}))
         arms = {}
         for path, blob in (data.get("metrics") or {}).items():
             parts = Path(path).parts
