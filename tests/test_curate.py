@@ -37,7 +37,7 @@ def tree_digest(folder: Path) -> str:
 
 @pytest.fixture
 def small_cfg(project_root: Path) -> stage.Config:
-    return make_cfg(project_root, synthetic={"n": 120}, digits={"n": 60})
+    return make_cfg(project_root, synthetic={"n": 120}, digits={"n": 60, "enabled": True})
 
 
 def test_records_follow_the_schema_and_the_segment_rule(small_cfg: stage.Config, tmp_path: Path) -> None:
@@ -82,8 +82,8 @@ def test_rerun_is_byte_identical(small_cfg: stage.Config, tmp_path: Path) -> Non
 
 
 def test_adding_data_never_moves_existing_samples(project_root: Path, tmp_path: Path) -> None:
-    small = make_cfg(project_root, synthetic={"n": 80}, digits={"n": 40})
-    large = make_cfg(project_root, synthetic={"n": 160}, digits={"n": 80})
+    small = make_cfg(project_root, synthetic={"n": 80}, digits={"n": 40, "enabled": True})
+    large = make_cfg(project_root, synthetic={"n": 160}, digits={"n": 80, "enabled": True})
     stage.run(small, tmp_path / "s")
     stage.run(large, tmp_path / "l")
     before = {r.id: r for r in read_records(tmp_path / "s/data/curate_dataset/records.jsonl")}
