@@ -1,5 +1,6 @@
 """End to end: `dvc repro` of the whole pipeline on the smoke profile in a copy of the project, then two
-`dvc exp run -S` experiments compared with `dvc metrics diff` and `dvc plots diff`."""
+`dvc exp run -S` experiments (two SCALe w_end values; only the SCALe-SFT stage, to keep CI short) compared with
+`dvc metrics diff` and `dvc plots diff`."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_smoke_repro_then_experiments(tmp_path: Path) -> None:
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
     subprocess.run(["git", "commit", "-qm", "smoke run"], cwd=root, check=True)
     for name, w_end in (("wend0", "0.0"), ("wend5", "0.5")):
-        dvc(root, "exp", "run", "-n", name, "-S", f"train_sft.scale.w_end={w_end}")
+        dvc(root, "exp", "run", "-n", name, "-S", f"train_sft.scale.w_end={w_end}", "train_sft@scale")
     shown = json.loads(dvc(root, "exp", "show", "--json"))
     assert {"wend0", "wend5"} <= {e.get("name") for entry in shown for exp in entry.get("experiments") or [] for e in exp["revs"]}
     diff = json.loads(dvc(root, "metrics", "diff", "wend0", "wend5", "--json"))
