@@ -21,7 +21,7 @@ export PYTHONHASHSEED ?= 0
 # dvc.yaml commands say `python`: it must be the venv's interpreter.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro test lint bench clean-venv
+.PHONY: setup repro test lint bench study clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_curate.py
+
+# The multi-seed study and the SCALe ablation as queued DVC experiments (Prefect flow `scalevlm-sweep`);
+# about 45 minutes on 2 cores with 2 queue workers. Reports land in reports/study/<name>/.
+study: $(STAMP)
+	$(BIN)/python -m flows.sweep sweeps/study.yaml
+	$(BIN)/python -m flows.sweep sweeps/ablation.yaml
+	$(BIN)/python -m flows.sweep sweeps/study_sum.yaml
 
 clean-venv:
 	rm -rf $(VENV)
