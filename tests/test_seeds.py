@@ -87,3 +87,17 @@ def test_study_report_from_exp_show_json(tmp_path) -> None:
     assert high["per_seed"]["sft-vanilla"] == pytest.approx({"0": 0.8, "1": 0.81, "2": 0.82})
     assert "sft-scale - sft-vanilla" in (out / "table.md").read_text()
     assert (out / "ablation.png").stat().st_size > 1000
+
+
+def test_committed_studies_match_their_dvc_experiments(project_root) -> None:
+    """Every committed study report is exactly what its saved `dvc exp show` entries aggregate to."""
+    from scalevlm.study import aggregate, experiment_rows, markdown
+
+    reports = sorted((project_root / "reports" / "study").glob("*/study.json"))
+    for path in reports:
+        spec = json.loads((path.parent / "spec.json").read_text())
+        rows = experiment_rows(json.loads((path.parent / "exp_show.json").read_text()), spec["name"])
+        expected = json.loads(json.dumps(aggregate(spec, rows)))
+        # compared as canonical text: NaN (an undefined SD over one seed) never equals itself as a float
+        assert json.dumps(json.loads(path.read_text()), sort_keys=True) == json.dumps(expected, sort_keys=True), path
+        assert (path.parent / "table.md").read_text() == markdown(expected), path

@@ -131,12 +131,27 @@ def plot_ablation(result: dict[str, Any], x_key: str, group_key: str | None, arm
     plt.close(fig)
 
 
+def sweep_entries(shown: Any, prefix: str) -> list[dict[str, Any]]:
+    """The sweep's experiments exactly as `dvc exp show --json` gave them, minus dep/out hashes (kept with the
+    report: experiment refs are local to the repository that ran them, this file travels with the commit)."""
+    keep = []
+    for entry in _walk(shown):
+        if (entry.get("name") or "").startswith(f"{prefix}-"):
+            data = {k: v for k, v in entry["data"].items() if k not in ("deps", "outs")}
+            keep.append({"rev": entry.get("rev"), "name": entry["name"], "data": data})
+    return sorted(keep, key=lambda e: e["name"])
+
+
 def write_report(spec: dict[str, Any], shown: Any, out_dir: Path) -> Path:
-    rows = experiment_rows(shown, spec["name"])
+    """Write `exp_show.json` (the sweep's raw experiments), `study.json`, `table.md` and the ablation plot."""
+    entries = sweep_entries(shown, spec["name"])
+    rows = experiment_rows(entries, spec["name"])
     if not rows:
         raise ValueError(f"`dvc exp show` has no experiments named '{spec['name']}-…': run the sweep first")
     result = aggregate(spec, rows)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    (out_dir / "exp_show.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
     (out_dir / "study.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     (out_dir / "table.md").write_text(markdown(result))
     x_key = next((k for k in sorted(spec["grid"] or {}) if k.endswith("w_end")), None)
