@@ -75,16 +75,21 @@ def run_queue(jobs: int, root: str, timeout_s: float) -> None:
 
 @task(task_run_name="collect dvc exp show")
 def collect(root: str) -> list[dict[str, Any]]:
-    return json.loads(_dvc(Path(root), "exp", "show", "--json", "--no-fetch"))
+    # --all-commits: experiments hang off the commit they were queued from, which need not be HEAD any more
+    return json.loads(_dvc(Path(root), "exp", "show", "--json", "--no-fetch", "--all-commits"))
 
 
 @flow(name="scalevlm-sweep", log_prints=True)
-def sweep(spec_path: str, root: str = ".", timeout_s: float = 6 * 3600, report: bool = True) -> dict[str, Any]:
-    """Queue every experiment of the spec, run the queue, collect `dvc exp show` and write the report."""
+def sweep(spec_path: str, root: str = ".", timeout_s: float = 6 * 3600, report: bool = True, run: bool = True) -> dict[str, Any]:
+    """Queue every experiment of the spec, run the queue, collect `dvc exp show` and write the report.
+
+    `run=False` only collects and reports (experiments already run, e.g. to rebuild a report)."""
     project = Path(root).resolve()
     spec = load_spec(project / spec_path)
-    names = [queue_experiment(exp, list(spec["targets"] or []), str(project)) for exp in experiments(spec)]
-    run_queue(int(spec["jobs"]), str(project), timeout_s)
+    names = []
+    if run:
+        names = [queue_experiment(exp, list(spec["targets"] or []), str(project)) for exp in experiments(spec)]
+        run_queue(int(spec["jobs"]), str(project), timeout_s)
     shown = collect(str(project))
     out: dict[str, Any] = {"queued": names}
     if report:
@@ -100,5 +105,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", help="sweep spec YAML, e.g. sweeps/ablation.yaml")
     parser.add_argument("--timeout-s", type=float, default=6 * 3600)
+    parser.add_argument("--report-only", action="store_true", help="collect and report experiments already run")
     args = parser.parse_args()
-    print(json.dumps(sweep(args.spec, timeout_s=args.timeout_s), indent=2))
+    print(json.dumps(sweep(args.spec, timeout_s=args.timeout_s, run=not args.report_only), indent=2))
