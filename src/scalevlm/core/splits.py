@@ -15,7 +15,7 @@ def hash_fraction(key: str, salt: str = "") -> float:
 
 def assign_split(sample_id: str, val_fraction: float, test_fraction: float, salt: str = "") -> str:
     """`test` for the lowest `test_fraction` of hash space, then `val`, then `train`."""
-    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
+    if not (val_fraction >= 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
         raise ValueError(
             f"split fractions must be >= 0 and sum to < 1; got val={val_fraction}, test={test_fraction}"
         )
