@@ -77,7 +77,8 @@ def test_study_report_from_exp_show_json(tmp_path) -> None:
             for i, w in enumerate([0.0, 0.5]) for s in range(3)]
     shown = [{"rev": "abc", "name": "main", "data": {"params": {}, "metrics": {}},
               "experiments": [{"revs": [e]} for e in exps] + [{"revs": [_exp("other-0-s0", 0, 0.0, {"sft-scale": 0.1})]}]}]
-    spec = {"name": "abl", "grid": {"train_sft.w_end": [0.0, 0.5]}, "seeds": [0, 1, 2], "seed_params": ["train_sft.seed"]}
+    spec = {"name": "abl", "grid": {"train_sft.w_end": [0.0, 0.5]}, "seeds": [0, 1, 2], "seed_params": ["train_sft.seed"],
+            "targets": []}
     out = write_report(spec, shown, tmp_path / "abl")
     result = json.loads((out / "study.json").read_text())
     assert len(result["experiments"]) == 6
@@ -87,6 +88,11 @@ def test_study_report_from_exp_show_json(tmp_path) -> None:
     assert high["per_seed"]["sft-vanilla"] == pytest.approx({"0": 0.8, "1": 0.81, "2": 0.82})
     assert "sft-scale - sft-vanilla" in (out / "table.md").read_text()
     assert (out / "ablation.png").stat().st_size > 1000
+
+    targeted = {**spec, "targets": ["evaluate@sft-scale"]}  # the other arms' files are the baseline's, not the run's
+    only = write_report(targeted, shown, tmp_path / "targeted")
+    blocks = json.loads((only / "study.json").read_text())["settings"]
+    assert all(set(b["summary"]) == {"sft-scale"} and not b["paired"] for b in blocks)
 
 
 def test_committed_studies_match_their_dvc_experiments(project_root) -> None:

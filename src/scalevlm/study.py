@@ -61,8 +61,21 @@ def experiment_rows(shown: Any, prefix: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["name"])
 
 
+def arms_in_scope(spec: dict[str, Any]) -> tuple[str, ...]:
+    """Arms an experiment of this sweep actually re-evaluated: all four without targets, else the evaluated ones.
+
+    An experiment that reproduces only some stages still carries the workspace's metrics files of the others;
+    those numbers belong to the baseline, not to the experiment, and must not be aggregated as if they did.
+    """
+    targets = list(spec.get("targets") or [])
+    if not targets:
+        return ARMS
+    return tuple(a for a in ARMS if f"evaluate@{a}" in targets)
+
+
 def aggregate(spec: dict[str, Any], rows: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any]:
-    """Per setting: per-arm seed summaries, per-seed values, and the paired comparisons."""
+    """Per setting: per-arm seed summaries, per-seed values, and the paired comparisons (arms in scope only)."""
+    scope = arms_in_scope(spec)
     seed_key = spec["seed_params"][0]
     grid_keys = sorted(spec["grid"] or {})
     by_setting: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
@@ -70,7 +83,7 @@ def aggregate(spec: dict[str, Any], rows: list[dict[str, Any]], metric: str = "a
         setting = tuple((k, row["params"].get(k)) for k in grid_keys)
         seed = int(row["params"][seed_key])
         for arm, metrics in row["arms"].items():
-            if metric in metrics:
+            if arm in scope and metric in metrics:
                 by_setting[setting][arm][seed] = float(metrics[metric])
     settings = []
     for setting, arms in sorted(by_setting.items(), key=lambda kv: json.dumps(kv[0])):
@@ -78,7 +91,7 @@ def aggregate(spec: dict[str, Any], rows: list[dict[str, Any]], metric: str = "a
         paired = {f"{a} - {b}": paired_over_seeds(arms[a], arms[b]).to_dict() for a, b in PAIRS if a in arms and b in arms}
         settings.append({"setting": dict(setting), "per_seed": {a: dict(sorted(v.items())) for a, v in sorted(arms.items())},
                          "summary": summary, "paired": paired})
-    return {"metric": metric, "experiments": [r["name"] for r in rows], "settings": settings}
+    return {"metric": metric, "arms": list(scope), "experiments": [r["name"] for r in rows], "settings": settings}
 
 
 def _fmt(s: dict[str, Any]) -> str:
