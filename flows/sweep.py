@@ -53,6 +53,11 @@ def queue_experiment(exp: Experiment, targets: list[str], root: str) -> str:
     return exp.name
 
 
+def existing_experiments(root: Path) -> set[str]:
+    """Names of experiments already in the repository (any commit): a re-run sweep only adds what is missing."""
+    return set(_dvc(root, "exp", "list", "--all-commits", "--name-only").split())
+
+
 @task(task_run_name="run the DVC queue")
 def run_queue(jobs: int, root: str, timeout_s: float) -> None:
     """Start `jobs` queue workers and wait until nothing is queued or running (bounded by `timeout_s`)."""
@@ -88,8 +93,11 @@ def sweep(spec_path: str, root: str = ".", timeout_s: float = 6 * 3600, report: 
     spec = load_spec(project / spec_path)
     names = []
     if run:
-        names = [queue_experiment(exp, list(spec["targets"] or []), str(project)) for exp in experiments(spec)]
-        run_queue(int(spec["jobs"]), str(project), timeout_s)
+        done = existing_experiments(project)
+        todo = [exp for exp in experiments(spec) if exp.name not in done]
+        names = [queue_experiment(exp, list(spec["targets"] or []), str(project)) for exp in todo]
+        if names:
+            run_queue(int(spec["jobs"]), str(project), timeout_s)
     shown = collect(str(project))
     out: dict[str, Any] = {"queued": names}
     if report:
