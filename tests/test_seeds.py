@@ -107,3 +107,24 @@ def test_committed_studies_match_their_dvc_experiments(project_root) -> None:
         # compared as canonical text: NaN (an undefined SD over one seed) never equals itself as a float
         assert json.dumps(json.loads(path.read_text()), sort_keys=True) == json.dumps(expected, sort_keys=True), path
         assert (path.parent / "table.md").read_text() == markdown(expected), path
+
+
+def test_committed_sweep_specs_expand(project_root) -> None:
+    from flows.sweep import experiments, load_spec
+
+    sizes = {}
+    for path in sorted((project_root / "sweeps").glob("*.yaml")):
+        spec = load_spec(path)
+        exps = experiments(spec)
+        assert len({e.name for e in exps}) == len(exps)
+        assert all(e.name.startswith(f"{spec['name']}-") for e in exps)
+        sizes[path.stem] = len(exps)
+    assert sizes == {"ablation": 9, "study": 5, "study_sum": 5}
+
+
+def test_sweep_spec_with_unknown_keys_is_rejected(tmp_path) -> None:
+    from flows.sweep import load_spec
+
+    (tmp_path / "s.yaml").write_text("name: x\ngrid: {}\nseeds: [0]\nseed_params: [train_sft.seed]\ntargets: []\njob: 1\n")
+    with pytest.raises(ValueError, match=r"missing keys \['jobs'\], unknown keys \['job'\]"):
+        load_spec(tmp_path / "s.yaml")
