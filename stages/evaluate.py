@@ -29,7 +29,7 @@ from scalevlm.core.answers import is_correct, is_parseable
 from scalevlm.core.rewards import extract_answer
 from scalevlm.core.segments import ANSWER, THINK, parse_completion
 from scalevlm.records import Record, write_jsonl
-from scalevlm.runtime import stage_main, write_json
+from scalevlm.runtime import set_torch_threads, stage_main, write_json
 
 NAME = "evaluate"
 OUT_REPORT = Path("reports") / NAME
@@ -180,8 +180,7 @@ def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} not found: train the arm first (`dvc repro {NAME}@{arm}` runs its stages)")
     torch.manual_seed(cfg.seed)
-    if cfg.torch_threads > 0:  # on 2 shared cores, 2 threads made tiny-model generation up to 50x slower
-        torch.set_num_threads(cfg.torch_threads)
+    set_torch_threads(cfg.torch_threads)
     records = read_split(root, "test", cfg.max_samples)
     model, processor = load_model_and_processor(model_dir, cfg.trust_remote_code, cfg.dtype, cfg.device)
     processor.tokenizer.padding_side = "left"

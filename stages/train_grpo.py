@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scalevlm.core.rewards import reward_functions
-from scalevlm.runtime import stage_main, write_json
+from scalevlm.runtime import set_torch_threads, stage_main, write_json
 
 NAME = "train_grpo"
 INITS = ("vanilla", "scale")
@@ -63,16 +63,7 @@ class Config:
     use_vllm: bool  # GPU users: generate with vLLM (needs `pip install vllm`); passed through to TRL
     vllm_mode: str  # colocate | server
     trust_remote_code: bool
-    torch_threads: int  # CPU threads for torch; 0 = torch's default (see `set_threads`)
-
-
-def set_threads(n: int) -> None:
-    """Pin torch's CPU threads. For the tiny model 1 thread is fastest: on 2 shared cores, 2 threads made
-    generation up to 50x slower (OpenMP threads spinning against other processes); 0 leaves torch's default."""
-    import torch
-
-    if n > 0:
-        torch.set_num_threads(n)
+    torch_threads: int  # CPU threads for torch; 0 = torch's default (see `scalevlm.runtime.set_torch_threads`)
 
 
 def validate(cfg: Config) -> None:
@@ -163,7 +154,7 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
     validate(cfg)
-    set_threads(cfg.torch_threads)
+    set_torch_threads(cfg.torch_threads)
     sft_dir = root / SFT_MODELS / init
     if not sft_dir.is_dir():
         raise FileNotFoundError(f"{sft_dir} not found: run `dvc repro train_sft@{init}` first")

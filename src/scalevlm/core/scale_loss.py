@@ -41,7 +41,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-IGNORE, THINK, ANSWER = 0, 1, 2  # the values of `core.segments.token_segment_labels`
+from scalevlm.core.segments import ANSWER, IGNORE, THINK
+
 IGNORE_INDEX = -100
 
 Schedule = Literal["cosine", "linear", "constant", "step"]

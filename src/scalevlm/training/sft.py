@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scalevlm.records import Record
+from scalevlm.runtime import set_torch_threads
 from scalevlm.training.config import SFTSettings, lora_config, sft_config
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,8 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths, records: Sequence[Re
         _prepare_outputs(paths, fingerprint, resume)
     state.wait_for_everyone()
 
-    if cfg.torch_threads > 0 and not torch.cuda.is_available():
-        # tiny models run many small ops: extra OpenMP threads barely help and stall badly on a busy machine
-        torch.set_num_threads(cfg.torch_threads)
+    if not torch.cuda.is_available():
+        set_torch_threads(cfg.torch_threads)
     set_seed(cfg.seed)
     model, processor = load_model_and_processor(paths.base_model, dtype="float32")
     dataset = sft_dataset(paths.root, records)
