@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_segments import CASES as SEGMENT_CASES
 
 from scalevlm.core.segments import Reason
 from scalevlm.records import Record
@@ -35,27 +36,10 @@ def reasons(failures: list[C.Failure]) -> list[str]:
 
 # Segment rule ----------------------------------------------------------------------------------------------------
 
-COMPLETIONS = {
-    "well_formed": ("<think>a</think><answer>b</answer>", []),
-    "empty_completion": ("   ", [Reason.EMPTY.value]),
-    "missing_think": ("<answer>b</answer>", [Reason.MISSING_THINK.value]),
-    "missing_answer": ("<think>a</think>", [Reason.MISSING_ANSWER.value]),
-    "unclosed_think": ("<think>a<answer>b</answer>", [Reason.UNCLOSED_THINK.value]),
-    "unopened_think": ("a</think><answer>b</answer>", [Reason.UNOPENED_THINK.value]),
-    "unclosed_answer": ("<think>a</think><answer>b", [Reason.UNCLOSED_ANSWER.value]),
-    "unopened_answer": ("<think>a</think>b</answer>", [Reason.UNOPENED_ANSWER.value]),
-    "wrong_order": ("<answer>b</answer><think>a</think>", [Reason.WRONG_ORDER.value]),
-    "repeated_tag": ("<think>a</think><think>a</think><answer>b</answer>", [Reason.REPEATED_TAG.value]),
-    "nested_tag": ("<think>a<answer>b</answer></think>", [Reason.NESTED_TAG.value]),
-    "empty_think": ("<think> </think><answer>b</answer>", [Reason.EMPTY_THINK.value]),
-    "empty_answer": ("<think>a</think><answer> </answer>", [Reason.EMPTY_ANSWER.value]),
-    "text_outside": ("hi <think>a</think><answer>b</answer>", [Reason.TEXT_OUTSIDE.value]),
-}
-
-
-@pytest.mark.parametrize(("completion", "expected"), COMPLETIONS.values(), ids=COMPLETIONS.keys())
-def test_completion_failures_name_the_segment_rule(completion: str, expected: list[str]) -> None:
-    assert reasons(C.completion_failures(completion)) == expected
+@pytest.mark.parametrize(("completion", "reason"), [c[1:3] for c in SEGMENT_CASES], ids=[c[0] for c in SEGMENT_CASES])
+def test_completion_failures_report_the_segment_rule(completion: str, reason: Reason | None) -> None:
+    """Validation names exactly the reason of the one segment rule (its table lives in test_segments.py)."""
+    assert reasons(C.completion_failures(completion)) == ([] if reason is None else [reason.value])
 
 
 RECORD_SEGMENTS = {
