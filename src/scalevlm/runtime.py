@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -12,31 +13,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from scalevlm.config import ConfigError, load_config
+from scalevlm.env import set_offline_env  # noqa: F401  (re-exported: the stages' historical import)
+from scalevlm.errors import PipelineError
+from scalevlm.guard import StageLock, atomic_write_text, lock_name, watch_parent
 
 T = TypeVar("T")
-
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "HF_EVALUATE_OFFLINE": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-}
-
-
-def set_offline_env(allow_hub: bool = False) -> None:
-    """Default the telemetry/offline variables (an explicit value in the environment wins).
-
-    `allow_hub=True` leaves the hub variables alone so a real run may download a model or dataset.
-    """
-    for key, value in OFFLINE_ENV.items():
-        if allow_hub and key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-            continue
-        os.environ.setdefault(key, value)
 
 
 def set_torch_threads(n: int) -> None:
@@ -52,24 +33,41 @@ def set_torch_threads(n: int) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Canonical JSON (sorted keys, 2-space indent, trailing newline) so equal results are equal bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    """Canonical JSON (sorted keys, 2-space indent, trailing newline) so equal results are equal bytes; written
+    atomically (a reader or a killed run never sees half a file)."""
+    atomic_write_text(path, json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
 
 
-def stage_main(name: str, config_cls: type[T], run: Callable[[T, Path], dict[str, Any]], argv: list[str] | None = None) -> int:
-    """The `main()` of every stage: read `params.yaml[name]`, run in the project root, print the summary."""
+def stage_main(
+    name: str,
+    config_cls: type[T],
+    run: Callable[[T, Path], dict[str, Any]],
+    argv: list[str] | None = None,
+    item: str | None = None,
+) -> int:
+    """The `main()` of every stage: read `params.yaml[name]`, own the stage's outputs, run, print the summary.
+
+    `item` names a matrix arm (`train_sft@scale`): arms run side by side, the same arm never twice at once.
+    Errors a user can fix (`PipelineError`: bad params, a busy stage, a missing model) print `error: …` and
+    return 2 without a traceback. The stage exits if the process that started it dies (no orphans).
+    """
     parser = argparse.ArgumentParser(prog=f"python -m stages.{name}")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--root", default=".", help="project root the stage reads and writes under")
     args = parser.parse_args(argv)
-    set_offline_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stage = lock_name(name, item)
     try:
         cfg = load_config(config_cls, args.params, name)
+        watch_parent()
+        # under `accelerate launch` every rank runs this: the main rank owns the outputs, the others follow it
+        with StageLock(Path(args.root), stage) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+            summary = run(cfg, Path(args.root))
     except ConfigError as e:
         print(f"error: {args.params}: {e}", file=sys.stderr)
         return 2
-    summary = run(cfg, Path(args.root))
+    except PipelineError as e:
+        print(f"error: {stage}: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, sort_keys=True, indent=2))
     return 0
