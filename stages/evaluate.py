@@ -6,7 +6,8 @@ outs:  reports/evaluate/<arm>/{metrics.json, predictions.jsonl}
 cmd:   python -m stages.evaluate --arm <sft-vanilla|sft-scale|grpo-vanilla|grpo-scale>
 
 Generation is batched with left padding and greedy (`do_sample=False`), so an arm's predictions are a function of
-its weights. Answers are extracted by the segment rule only (a malformed completion has no answer and is wrong).
+its weights; prompt and generation are `scalevlm.inference`'s, shared with `python -m scalevlm.predict`.
+Answers are extracted by the segment rule only (a malformed completion has no answer and is wrong).
 Token lengths follow the SFT segment rule on the generated ids (up to, not including, end-of-turn): think = from
 the first token through `</think>`, answer = everything after; a completion without `</think>` is all think.
 Metrics come from `metrics/answer_accuracy` and `metrics/format_compliance` (loaded by path, offline), over all
@@ -27,7 +28,8 @@ from typing import Any
 
 from scalevlm.core.answers import is_correct, is_parseable
 from scalevlm.core.rewards import extract_answer
-from scalevlm.core.segments import ANSWER, THINK, parse_completion
+from scalevlm.core.segments import parse_completion
+from scalevlm.inference import Generation, GenerationOptions, generate
 from scalevlm.records import Record, write_jsonl
 from scalevlm.runtime import set_torch_threads, stage_main, write_json
 
@@ -55,57 +57,14 @@ class Config:
     torch_threads: int  # CPU threads for torch; 0 = torch's default (1 is fastest for the tiny model)
 
 
-@dataclass(frozen=True)
-class Generation:
-    """One greedy completion: its text (special tokens removed) and its token counts per segment."""
-
-    text: str
-    completion_tokens: int
-    think_tokens: int
-    answer_tokens: int
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
-
-
-def generate_batch(model: Any, processor: Any, records: Sequence[Record], root: Path, max_new_tokens: int) -> list[Generation]:
-    """Greedy completions of one batch of records (prompts left-padded so generation starts aligned)."""
-    import torch
+def generate_batch(model: Any, processor: Any, records: Sequence[Record], root: Path, options: GenerationOptions) -> list[Generation]:
+    """Completions of one batch of records (their images read from the validated layout under `root`)."""
     from PIL import Image
 
-    from scalevlm.training.data import prompt_messages
-    from scalevlm.training.labels import PieceDecoder, sequence_segment_labels
     from scalevlm.validation import image_paths
 
-    tokenizer = processor.tokenizer
-    texts = [processor.apply_chat_template(prompt_messages(r), tokenize=False, add_generation_prompt=True) for r in records]
     images = [[Image.open(p).convert("RGB") for p in image_paths(root, r)] for r in records]
-    kwargs: dict[str, Any] = {"text": texts, "padding": True, "padding_side": "left", "return_tensors": "pt"}
-    if any(images):
-        kwargs["images"] = images
-    inputs = processor(**kwargs).to(model.device)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-    stops = _eos_ids(model, tokenizer)
-    decode_piece = PieceDecoder(tokenizer)
-    results = []
-    for row in out[:, inputs["input_ids"].shape[1] :].tolist():
-        end = next((k for k, t in enumerate(row) if t in stops), len(row))
-        ids = row[:end]
-        labels = sequence_segment_labels(ids, decode_piece) if ids else []
-        results.append(Generation(
-            text=tokenizer.decode(ids, skip_special_tokens=True),
-            completion_tokens=len(ids),
-            think_tokens=sum(1 for lab in labels if lab == THINK),
-            answer_tokens=sum(1 for lab in labels if lab == ANSWER),
-        ))
-    return results
+    return generate(model, processor, images, [r.question for r in records], options)
 
 
 def prediction_row(record: Record, gen: Generation) -> dict[str, Any]:
@@ -183,13 +142,13 @@ def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
     set_torch_threads(cfg.torch_threads)
     records = read_split(root, "test", cfg.max_samples)
     model, processor = load_model_and_processor(model_dir, cfg.trust_remote_code, cfg.dtype, cfg.device)
-    processor.tokenizer.padding_side = "left"
+    options = GenerationOptions(max_new_tokens=cfg.max_new_tokens)  # greedy: predictions are a function of the weights
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     with tqdm(total=len(records), desc=f"evaluate {arm}", unit="sample") as bar:
         for i in range(0, len(records), cfg.batch_size):
             batch = records[i : i + cfg.batch_size]
-            gens = generate_batch(model, processor, batch, root, cfg.max_new_tokens)
+            gens = generate_batch(model, processor, batch, root, options)
             rows.extend(prediction_row(r, g) for r, g in zip(batch, gens, strict=True))
             bar.update(len(batch))
     gen_s = time.perf_counter() - start

@@ -5,8 +5,9 @@ deps:  reports/evaluate/<candidate>/{metrics.json,predictions.jsonl}, params.yam
 outs:  reports/promote/decision.json (the decision, every check and reason), reports/promote/candidate.json (the
        candidate's snapshot: arm, metrics, per-sample correctness — read back from the champion's commit later)
 cmd:   python -m stages.promote            (decide; never touches the registry)
-       python -m stages.promote --gate     (the gate: exit 1 unless promoted; on a pass, register HEAD as the next
-                                            version and assign it to the stage, e.g. `prod`)
+       python -m stages.promote --gate     (the gate: exit 1 unless promoted; on a pass, push the model and its
+                                            inputs to the DVC remote, then register HEAD as the next version and
+                                            assign it to the stage, e.g. `prod`; --no-push skips the push)
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 from scalevlm.config import load_config
 from scalevlm.core.promotion import ArmResult, Rules, decide
 from scalevlm.records import read_jsonl
-from scalevlm.registry import RegistryError, champion, register_and_assign
+from scalevlm.registry import RegistryError, artifact_path, champion, check_committed, register_and_assign
+from scalevlm.remote import RemoteError, push_with_deps
 from scalevlm.runtime import set_offline_env, stage_main, write_json
 
 NAME = "promote"
@@ -69,8 +71,10 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     return {k: decision[k] for k in ("promote", "candidate", "champion", "champion_version", "reasons")}
 
 
-def gate(cfg: Config, root: Path) -> int:
-    """Exit status of the CI gate: 0 and a new `stage` version when the decision says promote, 1 otherwise."""
+def gate(cfg: Config, root: Path, push: bool = True) -> int:
+    """Exit status of the CI gate: 0 and a new `stage` version when the decision says promote, 1 otherwise, 2 when
+    it cannot act. Before tagging, the model and everything upstream of it are pushed to the DVC remote
+    (`scalevlm.remote`), unless `push` is off."""
     path = root / OUT_REPORT / "decision.json"
     if not path.is_file():
         print(f"gate: {path} not found: run `dvc repro promote` first", file=sys.stderr)
@@ -84,8 +88,14 @@ def gate(cfg: Config, root: Path) -> int:
         print("gate: NOT promoted:\n  " + "\n  ".join(decision["reasons"]))
         return 1
     try:
+        check_committed(root)
+        if push:  # before tagging: a registry version whose weights nobody can fetch must not exist
+            pushed = push_with_deps(root, artifact_path(root, cfg.artifact))
+            print(f"gate: pushed {pushed['stage']} and its inputs to {pushed['remote']} ({pushed['pushed']} new objects)")
+        else:
+            print("gate: --no-push: the model is NOT pushed to a DVC remote; only this machine can use the new version")
         version = register_and_assign(root, cfg.artifact, cfg.stage, f"promoted {cfg.candidate}: " + "; ".join(decision["reasons"]))
-    except RegistryError as e:
+    except (RegistryError, RemoteError) as e:
         print(f"gate: {e}", file=sys.stderr)
         return 2
     print(f"gate: promoted {cfg.candidate} as {cfg.artifact}@{version} -> {cfg.stage}")
@@ -100,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gate", action="store_true")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--root", default=".")
+    parser.add_argument("--no-push", action="store_true", help="tag without pushing the model to the DVC remote")
     args = parser.parse_args(argv)
     set_offline_env()
-    return gate(load_config(Config, args.params, NAME), Path(args.root))
+    return gate(load_config(Config, args.params, NAME), Path(args.root), push=not args.no_push)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
+import dvc.repo  # noqa: F401  (DVC binds its log handlers to the streams at first import: not under capsys)
 import pytest
 
 from scalevlm.core.promotion import ArmResult, Rules, decide
@@ -46,12 +49,33 @@ def git(root: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    git(tmp_path, "init", "-q")
-    git(tmp_path, "config", "user.email", "ci@example.com")
-    git(tmp_path, "config", "user.name", "ci")
-    (tmp_path / "dvc.yaml").write_text("artifacts:\n  vlm:\n    path: models/train_sft/scale\n    type: model\n")
-    return tmp_path
+def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary DVC remote (a local folder) that the gate pushes to."""
+    monkeypatch.setenv("SCALEVLM_DVC_REMOTE", str(tmp_path / "remote"))
+    return tmp_path / "remote"
+
+
+@pytest.fixture
+def repo(tmp_path: Path, remote: Path) -> Path:
+    """A git + DVC repository whose registry artifact (a DVC-tracked model folder) is committed."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "ci@example.com")
+    git(root, "config", "user.name", "ci")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    (root / "dvc.yaml").write_text("artifacts:\n  vlm:\n    path: models/train_sft/scale\n    type: model\n")
+    (root / "models/train_sft/scale").mkdir(parents=True)
+    (root / "models/train_sft/scale/model.safetensors").write_bytes(b"weights v1")
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "models/train_sft/scale"], cwd=root, check=True,
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "model")
+    return root
+
+
+def remote_files(remote: Path) -> set[str]:
+    return {p.name for p in remote.rglob("*") if p.is_file()} if remote.exists() else set()
 
 
 def evaluated(root: Path, accuracy: float, n: int = 200) -> None:
@@ -73,10 +97,11 @@ def decide_commit_gate(repo: Path, accuracy: float) -> tuple[dict, int]:
     return json.loads((repo / "reports/promote/decision.json").read_text()), promote.gate(CFG, repo)
 
 
-def test_gate_bootstraps_promotes_better_and_refuses_worse(repo: Path, capsys: pytest.CaptureFixture) -> None:
+def test_gate_bootstraps_promotes_better_and_refuses_worse(repo: Path, remote: Path, capsys: pytest.CaptureFixture) -> None:
     decision, code = decide_commit_gate(repo, 0.7)
     assert code == 0 and decision["champion"] is None
     assert "vlm#prod#1" in git(repo, "tag").split()
+    assert len(remote_files(remote)) == 2, "the gate pushed the model (its directory manifest and its one file)"
 
     decision, code = decide_commit_gate(repo, 0.9)
     assert code == 0 and decision["champion"] == "sft-scale" and decision["champion_version"] == "v0.0.1"
@@ -103,3 +128,26 @@ def test_gate_refuses_uncommitted_reports_and_missing_decision(repo: Path, capsy
 def test_missing_evaluation_names_the_stage_to_run(repo: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"dvc repro evaluate@sft-scale"):
         promote.run(CFG, repo)
+
+
+def test_gate_does_not_tag_a_model_it_cannot_push(repo: Path, remote: Path, capsys: pytest.CaptureFixture) -> None:
+    """A model missing from the local DVC cache (this machine neither trained nor pulled it) cannot be pushed:
+    the gate names the remote and the missing output, and creates no registry version."""
+    import shutil
+
+    shutil.rmtree(repo / ".dvc" / "cache")
+    decision, code = decide_commit_gate(repo, 0.7)
+    assert decision["promote"] and code == 2
+    err = capsys.readouterr().err
+    assert str(remote) in err and "models/train_sft/scale" in err and "dvc pull" in err
+    assert git(repo, "tag") == "" and not remote_files(remote)
+
+
+def test_gate_no_push_tags_without_pushing(repo: Path, remote: Path, capsys: pytest.CaptureFixture) -> None:
+    evaluated(repo, 0.7)
+    promote.run(CFG, repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "evaluated")
+    assert promote.gate(CFG, repo, push=False) == 0
+    assert "NOT pushed" in capsys.readouterr().out
+    assert "vlm#prod#1" in git(repo, "tag").split() and not remote_files(remote)

@@ -1,19 +1,36 @@
-"""The model registry: GTO (DVC's registry) on git tags.
+"""The model registry: GTO (DVC's registry) on git tags, and fetching a registered model from the DVC remote.
 
 Artifacts are declared under `artifacts:` in dvc.yaml; a version is a `NAME@vX.Y.Z` tag on the commit whose
 files made it, the `prod` stage a `NAME#prod#N` tag. The champion's evaluation snapshot is read back from
 that commit (`reports/promote/candidate.json` as it was committed), so comparisons need no other store.
+
+The weights of a version live on the DVC remote (`scalevlm.remote`; the promotion gate pushes them before it
+tags). Any clone, or any machine that can read the git repository and the remote, gets them with
+
+    python -m scalevlm.registry fetch prod            # or a version: v0.0.3; --repo <git url or path>
+
+GTO resolves the stage or version to its tag, DVC's artifact download (`dvc artifacts get` without Studio) reads
+the artifact's path at that tag from the remote into `models/registry/<artifact>@<version>/` (or `--out`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
+import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 SNAPSHOT = "reports/promote/candidate.json"
+VERSION = re.compile(r"v\d+\.\d+\.\d+")  # GTO's semantic versions
+FETCH_DIR = Path("models") / "registry"  # default home of fetched versions: <artifact>@<version>/
+MARKER = ".fetched.json"  # written last: a folder with it holds a complete download of that version
 
 
 class RegistryError(RuntimeError):
@@ -54,17 +71,161 @@ def champion(root: Path, artifact: str, stage: str = "prod") -> Champion | None:
     return Champion(version=version.version, commit=commit, snapshot=snapshot)
 
 
-def register_and_assign(root: Path, artifact: str, stage: str, message: str) -> str:
-    """Register HEAD as the next version of `artifact` and assign it to `stage`; returns the version."""
-    from gto.api import assign, register
-
+def check_committed(root: Path) -> None:
+    """Refuse uncommitted promotion reports: the registered commit must be the one that was evaluated."""
     dirty = _git(root, "status", "--porcelain", "--", SNAPSHOT, "reports/promote/decision.json").strip()
     if dirty:
         raise RegistryError(
             f"the promotion reports are not committed ({dirty.splitlines()}): commit dvc.lock and reports/ first, "
             "so the registered commit holds the evaluated model"
         )
+
+
+def artifact_path(root: Path, artifact: str) -> str:
+    """The path of `artifact` as declared under `artifacts:` in root/dvc.yaml."""
+    declared = (yaml.safe_load((Path(root) / "dvc.yaml").read_text()) or {}).get("artifacts") or {}
+    if artifact not in declared:
+        raise RegistryError(f"artifact '{artifact}' is not declared under `artifacts:` in {Path(root) / 'dvc.yaml'} "
+                            f"(declared: {sorted(declared)})")
+    return str(declared[artifact]["path"])
+
+
+def register_and_assign(root: Path, artifact: str, stage: str, message: str) -> str:
+    """Register HEAD as the next version of `artifact` and assign it to `stage`; returns the version."""
+    from gto.api import assign, register
+
+    check_committed(root)
     tag = register(str(root), artifact, "HEAD", message=message, bump_minor=False)
     version = tag.version if hasattr(tag, "version") else str(tag)
     assign(str(root), artifact, stage, version=version, message=message, skip_registration=True)
     return version
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A registry reference resolved to one version: `ref` is its git tag (`NAME@vX.Y.Z`)."""
+
+    artifact: str
+    version: str
+    ref: str
+    commit: str
+    stage: str | None  # the stage it was asked by, None when asked by version
+
+
+def default_artifact(root: Path = Path(".")) -> str:
+    """The one artifact declared in `root/dvc.yaml` (the name commands use when none is given)."""
+    path = Path(root) / "dvc.yaml"
+    artifacts = sorted((yaml.safe_load(path.read_text()) or {}).get("artifacts") or {}) if path.is_file() else []
+    if len(artifacts) != 1:
+        raise RegistryError(f"{path} declares artifacts {artifacts}: name the one you want with --artifact NAME")
+    return artifacts[0]
+
+
+def resolve(repo: str, artifact: str, ref: str) -> Resolved:
+    """`prod` (any stage) or `vX.Y.Z` of `artifact` in the git repository `repo` (a path or URL) -> its version."""
+    from gto.api import find_versions_in_stage, show
+    from gto.exceptions import ArtifactNotFound
+
+    try:
+        versions = show(repo, artifact)
+    except ArtifactNotFound:
+        versions = []
+    if not versions:
+        raise RegistryError(f"'{artifact}' has no registered version in {repo}: nothing was promoted yet, or the "
+                            "clone lacks the registry's tags (`git fetch --tags`)")
+    if VERSION.fullmatch(ref):
+        found = next((v for v in versions if v["version"] == ref), None)
+        if found is None:
+            known = sorted(v["version"] for v in versions)
+            raise RegistryError(f"'{artifact}@{ref}' is not registered in {repo}; registered versions: {known}")
+        return Resolved(artifact, ref, f"{artifact}@{ref}", found["commit_hexsha"], None)
+    in_stage = find_versions_in_stage(repo, artifact, ref)
+    version = (in_stage[0] if in_stage else None) if isinstance(in_stage, list) else in_stage
+    if version is None:
+        stages = sorted({s["stage"] for v in versions for s in v.get("stages", [])})
+        raise RegistryError(f"no version of '{artifact}' is in stage '{ref}' in {repo} (stages in use: {stages}); "
+                            "give a stage or a version vX.Y.Z (`gto show` lists them)")
+    return Resolved(artifact, version.version, f"{artifact}@{version.version}", version.commit_hexsha, ref)
+
+
+def fetched_dir(resolved: Resolved, base: Path = FETCH_DIR) -> Path:
+    return Path(base) / f"{resolved.artifact}@{resolved.version}"
+
+
+def is_fetched(folder: Path, resolved: Resolved) -> bool:
+    marker = Path(folder) / MARKER
+    return marker.is_file() and json.loads(marker.read_text()).get("commit") == resolved.commit
+
+
+def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bool = False) -> tuple[Resolved, Path, str]:
+    """Download the artifact of a stage or version from the DVC remote into `out`.
+
+    `out` defaults to `models/registry/<artifact>@<version>/`; a folder that already holds that version is
+    reused (versions are immutable tags) unless `force`. Returns (resolved version, folder, remote description).
+    Raises RegistryError naming the remote and the version when its data is not on the remote.
+    """
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    from scalevlm.remote import config_override, describe
+
+    resolved = resolve(repo, artifact, ref)
+    target = Path(out) if out is not None else fetched_dir(resolved)
+    if target.exists() and not force:
+        if is_fetched(target, resolved):
+            return resolved, target, "already fetched"
+        raise RegistryError(f"{target} exists and does not hold {resolved.ref}: remove it, pass --force, or choose --out")
+    partial = target.with_name(target.name + ".partial")  # downloaded beside, moved in when complete
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    where = "the default DVC remote"
+    try:
+        with Repo.open(url=repo, subrepos=True, uninitialized=True, config=config_override()) as dvc_repo:
+            where = describe(dvc_repo.config)
+            dvc_repo.artifacts.download(artifact, version=resolved.version, out=str(partial), force=True)
+    except (DvcException, FileNotFoundError) as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise RegistryError(
+            f"{resolved.ref} (commit {resolved.commit[:8]}) could not be fetched from {where}: {e}. Its data was never "
+            f"pushed there: push it from a machine that has it (`dvc push --with-deps <stage>`, which the promotion "
+            f"gate does before tagging), or point SCALEVLM_DVC_REMOTE at the remote that holds it"
+        ) from e
+    (partial / MARKER).write_text(json.dumps({"artifact": artifact, "version": resolved.version, "ref": resolved.ref,
+                                              "commit": resolved.commit, "remote": where}, indent=2) + "\n")
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
+    if out is None:  # fetched weights are not project files: keep git status clean
+        ignore = FETCH_DIR / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("*\n")
+    return resolved, target, where
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scalevlm.registry", description="The GTO model registry.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    get = sub.add_parser("fetch", help="download a stage's or a version's model from the DVC remote")
+    get.add_argument("ref", help="a registry stage (prod) or a version (v0.0.3)")
+    get.add_argument("--repo", default=".", help="git repository holding the registry tags: path or URL (default: .)")
+    get.add_argument("--artifact", default=None, help="artifact name (default: the one in ./dvc.yaml)")
+    get.add_argument("--out", type=Path, default=None, help=f"folder (default: {FETCH_DIR}/<artifact>@<version>)")
+    get.add_argument("--force", action="store_true", help="download again into an existing folder")
+    args = parser.parse_args(argv)
+    from scalevlm.remote import RemoteError
+    from scalevlm.runtime import set_offline_env
+
+    set_offline_env()
+    try:
+        artifact = args.artifact or default_artifact()
+        resolved, folder, where = fetch(args.repo, artifact, args.ref, args.out, args.force)
+    except (RegistryError, RemoteError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    asked = f"{resolved.stage} = " if resolved.stage else ""
+    print(f"{asked}{resolved.ref} (commit {resolved.commit[:8]}) -> {folder} [{where}]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

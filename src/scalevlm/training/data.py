@@ -30,10 +30,15 @@ def training_text(record: Record) -> str:
     return f"{record.question} {record.reasoning} {record.answer}"
 
 
+def user_turn(question: str, n_images: int) -> list[dict[str, Any]]:
+    """The user turn: one `{type: image}` part per image, then the question (training, evaluation and predict)."""
+    parts: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
+    return [{"role": "user", "content": [*parts, {"type": "text", "text": question}]}]
+
+
 def prompt_messages(record: Record) -> list[dict[str, Any]]:
-    """The user turn: one `{type: image}` part per image, then the question."""
-    parts: list[dict[str, Any]] = [{"type": "image"} for _ in record.images]
-    return [{"role": "user", "content": [*parts, {"type": "text", "text": record.question}]}]
+    """The user turn of a record (`user_turn`)."""
+    return user_turn(record.question, len(record.images))
 
 
 def completion_messages(record: Record) -> list[dict[str, Any]]:

@@ -1,0 +1,117 @@
+"""Inference shared by evaluation (`stages.evaluate`) and prediction (`scalevlm.predict`).
+
+Two functions hold everything a served answer depends on besides the weights, so that `predict` reproduces the
+evaluation's completions exactly:
+
+- `prompt_text`: the generation prompt of one question with its images (the user turn of `user_turn`, through
+  the processor's chat template, generation prompt appended). Per-family prompt handling belongs here.
+- `generate`: batched generation, prompts left-padded so every row starts generating at the same position;
+  greedy by default (`GenerationOptions()`), sampling when `do_sample` is set. The completion is cut at the
+  first end-of-turn token and decoded without special tokens; think/answer token counts follow the SFT segment
+  rule on the generated ids (think = first token through `</think>`, answer = the rest; no `</think>` = all think).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scalevlm.core.segments import ANSWER, THINK
+from scalevlm.training.data import user_turn
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Decoding settings. The default is greedy, so a completion is a function of the weights and the prompt."""
+
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1 and (self.top_k is None or self.top_k >= 1)):
+            raise ValueError(f"sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 1 (or unset), got "
+                             f"temperature={self.temperature}, top_p={self.top_p}, top_k={self.top_k}")
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        if not self.do_sample:
+            return {"max_new_tokens": self.max_new_tokens, "do_sample": False}
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": True,
+                                  "temperature": self.temperature, "top_p": self.top_p}
+        if self.top_k is not None:
+            kwargs["top_k"] = self.top_k
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One completion: its text (special tokens removed) and its token counts per segment."""
+
+    text: str
+    completion_tokens: int
+    think_tokens: int
+    answer_tokens: int
+
+
+def prompt_text(processor: Any, question: str, n_images: int) -> str:
+    """The text prompt the model generates from: one image placeholder per image, then the question, in the
+    model's chat template with the assistant turn opened. The one prompt builder of evaluation and predict."""
+    return processor.apply_chat_template(user_turn(question, n_images), tokenize=False, add_generation_prompt=True)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def generate(
+    model: Any, processor: Any, images: Sequence[Sequence[Any]], questions: Sequence[str],
+    options: GenerationOptions = GenerationOptions(),
+) -> list[Generation]:
+    """Completions of one batch.
+
+    Args:
+        images: per row, its PIL images (RGB) in prompt order; a row may have none.
+        questions: per row, the question text.
+        options: decoding settings (greedy by default); seed torch's RNG before calling when sampling.
+    Returns:
+        one `Generation` per row, in order.
+    """
+    import torch
+
+    from scalevlm.training.labels import PieceDecoder, sequence_segment_labels
+
+    if len(images) != len(questions):
+        raise ValueError(f"generate: {len(images)} image lists for {len(questions)} questions")
+    tokenizer = processor.tokenizer
+    tokenizer.padding_side = "left"
+    texts = [prompt_text(processor, q, len(imgs)) for q, imgs in zip(questions, images, strict=True)]
+    kwargs: dict[str, Any] = {"text": texts, "padding": True, "padding_side": "left", "return_tensors": "pt"}
+    if any(images):
+        kwargs["images"] = [list(imgs) for imgs in images]
+    inputs = processor(**kwargs).to(model.device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        out = model.generate(**inputs, pad_token_id=pad, **options.generate_kwargs())
+    stops = _eos_ids(model, tokenizer)
+    decode_piece = PieceDecoder(tokenizer)
+    results = []
+    for row in out[:, inputs["input_ids"].shape[1] :].tolist():
+        end = next((k for k, t in enumerate(row) if t in stops), len(row))
+        ids = row[:end]
+        labels = sequence_segment_labels(ids, decode_piece) if ids else []
+        results.append(Generation(
+            text=tokenizer.decode(ids, skip_special_tokens=True),
+            completion_tokens=len(ids),
+            think_tokens=sum(1 for lab in labels if lab == THINK),
+            answer_tokens=sum(1 for lab in labels if lab == ANSWER),
+        ))
+    return results
