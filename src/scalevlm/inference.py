@@ -48,6 +48,9 @@ class GenerationOptions:
         return kwargs
 
 
+GREEDY = GenerationOptions()
+
+
 @dataclass(frozen=True)
 class Generation:
     """One completion: its text (special tokens removed) and its token counts per segment."""
@@ -74,7 +77,7 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
 
 def generate(
     model: Any, processor: Any, images: Sequence[Sequence[Any]], questions: Sequence[str],
-    options: GenerationOptions = GenerationOptions(),
+    options: GenerationOptions = GREEDY,
 ) -> list[Generation]:
     """Completions of one batch.
 
