@@ -1,27 +1,19 @@
 # Two entry points: `make repro` (the pipeline on the embedded default) and `make test` (the full suite).
 # Both create .venv if missing, install torch first (its CPU/GPU build is chosen by the pin) and then the
-# project with the run-time constraints. Offline/telemetry variables are exported here, not by the user.
+# project with the run-time constraints. Offline/telemetry defaults are applied by the package itself on import
+# (src/scalevlm/env.py), whichever way a stage starts; `SCALEVLM_ONLINE=1 make repro` allows hub downloads.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-export HF_HUB_OFFLINE ?= 1
-export HF_DATASETS_OFFLINE ?= 1
-export TRANSFORMERS_OFFLINE ?= 1
-export HF_HUB_DISABLE_TELEMETRY ?= 1
-export HF_EVALUATE_OFFLINE ?= 1
-export DVC_NO_ANALYTICS ?= 1
-export DO_NOT_TRACK ?= 1
-export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
-export TOKENIZERS_PARALLELISM ?= false
 export PYTHONHASHSEED ?= 0
 # dvc.yaml commands say `python`: it must be the venv's interpreter.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro test lint bench study clean-venv
+.PHONY: setup repro test lint bench study deps clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +32,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# regenerate dvc.yaml's code deps from each stage's import closure (tools/stage_deps.py; a contract test checks them)
+deps: $(STAMP)
+	$(BIN)/python tools/stage_deps.py --write
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_curate.py

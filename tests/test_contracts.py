@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from scalevlm.config import load_config
+from tools.stage_deps import import_closure
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -103,3 +104,20 @@ def test_registry_artifact_is_the_promotion_candidates_model() -> None:
     artifacts = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]
     promote = PARAMS["promote"]
     assert artifacts[promote["artifact"]]["path"] == ARM_MODELS[promote["candidate"]].as_posix()
+
+
+
+@pytest.mark.parametrize("name", sorted(DVC))
+def test_stage_deps_cover_the_import_closure_of_its_code(name: str) -> None:
+    """Editing any module a stage runs must make DVC re-run the stage: deps cover the import closure."""
+    deps = [d.rstrip("/") for d in _paths(DVC[name]["deps"])]
+    missing = sorted(f for f in import_closure(ROOT / "stages" / f"{name}.py")
+                     if not any(f == d or f.startswith(d + "/") for d in deps))
+    assert not missing, f"dvc.yaml stage {name} runs code it does not depend on: {missing}; run `make deps`"
+
+
+def test_import_closure_sees_lazy_imports_and_package_inits() -> None:
+    closure = import_closure(ROOT / "stages" / "train_sft.py")
+    assert "src/scalevlm/training/trainer.py" in closure  # imported inside run_sft(), not at module level
+    assert "src/scalevlm/core/scale_loss.py" in closure  # reached only through trainer.py
+    assert "src/scalevlm/__init__.py" in closure  # run by Python before any scalevlm submodule

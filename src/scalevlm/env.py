@@ -19,7 +19,7 @@ TELEMETRY_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "TOKENIZERS_PARALLELISM": "false",
 }
-GO_ONLINE = "set SCALEVLM_ONLINE=1 (e.g. `SCALEVLM_ONLINE=1 dvc repro`) to allow hub downloads"
+GO_ONLINE = "set SCALEVLM_ONLINE=1 (or HF_HUB_OFFLINE=0), e.g. `SCALEVLM_ONLINE=1 dvc repro`, to allow hub downloads"
 
 
 def online_requested() -> bool:

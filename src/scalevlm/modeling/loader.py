@@ -13,11 +13,14 @@ from typing import Any
 
 import torch
 
+from scalevlm.env import GO_ONLINE
+from scalevlm.errors import PipelineError
+
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, e.g. Qwen/Qwen2.5-VL-3B-Instruct
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(PipelineError, RuntimeError):
     """A model or processor could not be loaded; the message says what was asked for and how to fix it."""
 
 
@@ -46,7 +49,7 @@ def load_model_and_processor(
 
     Args:
         path: a folder written by `save_pretrained` (e.g. models/prepare_model) or a hub id such as
-            "Qwen/Qwen2.5-VL-3B-Instruct" (needs HF_HUB_OFFLINE=0 and network, or a warm HF cache).
+            "Qwen/Qwen2.5-VL-3B-Instruct" (needs SCALEVLM_ONLINE=1 and network, or a warm HF cache).
         trust_remote_code: allow model code from the hub repository (off by default).
         dtype: "auto" (the checkpoint's dtype), "float32", "bfloat16", "float16" or a torch.dtype.
         device: "cpu", "cuda", "cuda:1", "auto" or None (leave on CPU).
@@ -67,10 +70,10 @@ def load_model_and_processor(
         model = AutoModelForImageTextToText.from_pretrained(
             name, trust_remote_code=trust_remote_code, dtype=torch_dtype, use_safetensors=True
         )
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 — any library error (OSError, ImportError of a processor, …) is explained
         hint = ""
         if not local and os.environ.get("HF_HUB_OFFLINE") == "1":
-            hint = " HF_HUB_OFFLINE=1 is set: export HF_HUB_OFFLINE=0 (and TRANSFORMERS_OFFLINE=0) to download it."
+            hint = f" The hub is offline (HF_HUB_OFFLINE=1, the project's default): {GO_ONLINE}."
         raise ModelLoadError(
             f"could not load model/processor from {name!r} ({type(e).__name__}: {e}).{hint} Expected a folder with "
             "config.json, *.safetensors and the processor files, or a hub id of an image-text-to-text model."
