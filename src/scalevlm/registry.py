@@ -166,6 +166,7 @@ def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bo
     """
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
+    from dvc_data.index.index import DataIndexError
 
     from scalevlm.remote import config_override, describe
 
@@ -183,7 +184,7 @@ def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bo
         with Repo.open(url=repo, subrepos=True, uninitialized=True, config=config_override()) as dvc_repo:
             where = describe(dvc_repo.config)
             dvc_repo.artifacts.download(artifact, version=resolved.version, out=str(partial), force=True)
-    except (DvcException, FileNotFoundError) as e:
+    except (DvcException, DataIndexError, FileNotFoundError) as e:  # a file's data, or a folder's listing, is absent
         shutil.rmtree(partial, ignore_errors=True)
         raise RegistryError(
             f"{resolved.ref} (commit {resolved.commit[:8]}) could not be fetched from {where}: {e}. Its data was never "
