@@ -22,31 +22,37 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 
+from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems, Range
 from scalevlm.core.stats import bootstrap_ci, compare_paired
 from scalevlm.records import read_jsonl
 from scalevlm.runtime import stage_main, write_json
 
 NAME = "compare"
 OUT = Path("reports") / NAME
-ARMS = ("sft-vanilla", "sft-scale", "grpo-vanilla", "grpo-scale")
+Arm = Literal["sft-vanilla", "sft-scale", "grpo-vanilla", "grpo-scale"]
+ARMS: tuple[str, ...] = get_args(Arm)
 log = logging.getLogger(NAME)
 
 
 @dataclass(frozen=True)
-class Pair:
-    a: str
-    b: str
+class Pair(Checked):
+    a: Arm
+    b: Arm
+
+    def check(self) -> Problems:
+        if self.a == self.b:
+            yield "b", f"a pair compares two different arms, got {self.a!r} twice"
 
 
 @dataclass(frozen=True)
-class Config:
-    n_resamples: int
-    seed: int
-    alpha: float
+class Config(Checked):
+    n_resamples: PositiveInt
+    seed: NonNegativeInt
+    alpha: Annotated[float, Range(gt=0, lt=1)]
     pairs: tuple[Pair, ...]
 
 

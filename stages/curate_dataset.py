@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import posixpath
 import shutil
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, fields
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from scalevlm.config import Checked, Fraction, Problems
 from scalevlm.core.splits import assign_split
 from scalevlm.records import ANSWER_TYPES, Record, perceptual_hash, png_bytes, write_jsonl, write_records
 from scalevlm.runtime import stage_main, write_json
-from scalevlm.sources.base import Candidate, Dropped, SourceContext
-from scalevlm.sources.hub import HubConfig, hub_source
-from scalevlm.sources.local import LocalConfig, local_source
+from scalevlm.sources.base import Candidate, Dropped, SourceContext, SourceError
+from scalevlm.sources.hub import HubConfig, check_field_map, hub_source
+from scalevlm.sources.local import LOCAL_DIR, LocalConfig, local_source
 from scalevlm.sources.synthetic import DigitsConfig, GridConfig, digits_source, synthetic_source
 
 NAME = "curate_dataset"
@@ -37,19 +39,41 @@ log = logging.getLogger(NAME)
 
 
 @dataclass(frozen=True)
-class SourcesConfig:
+class SourcesConfig(Checked):
     synthetic: GridConfig
     digits: DigitsConfig
     local: LocalConfig
     hub: HubConfig
 
+    def check(self) -> Problems:
+        if not any(getattr(self, f.name).enabled for f in fields(self)):
+            yield "", f"no source is enabled: set enabled: true under one of {[f.name for f in fields(self)]}"
+
 
 @dataclass(frozen=True)
-class Config:
-    val_fraction: float
-    test_fraction: float
+class Config(Checked):
+    val_fraction: Fraction
+    test_fraction: Fraction
     split_salt: str
     sources: SourcesConfig
+
+    def check(self) -> Problems:
+        if self.val_fraction + self.test_fraction >= 1:
+            yield "val_fraction", (f"val_fraction + test_fraction must be < 1 (train keeps the rest), got "
+                                   f"{self.val_fraction} + {self.test_fraction}")
+        # Source specs are checked here, where the loader runs it before any source reads or draws a sample (the
+        # sources check them again when they start; their tests build bad specs directly).
+        for i, file in enumerate(self.sources.local.files):
+            normal = PurePosixPath(posixpath.normpath(file.path))
+            if PurePosixPath(file.path).is_absolute() or not normal.is_relative_to(LOCAL_DIR.as_posix()):
+                yield f"sources.local.files[{i}].path", f"{file.path!r} must be relative and lie under {LOCAL_DIR.as_posix()}/"
+            elif normal.suffix != ".jsonl":
+                yield f"sources.local.files[{i}].path", f"{file.path!r}: expected JSON Lines (.jsonl), one record per line"
+        for i, spec in enumerate(self.sources.hub.datasets):
+            try:
+                check_field_map(spec)
+            except SourceError as e:
+                yield f"sources.hub.datasets[{i}].field_map", str(e)
 
 
 SOURCES = {"synthetic": synthetic_source, "digits": digits_source, "local": local_source, "hub": hub_source}

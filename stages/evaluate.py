@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shutil
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems
 from scalevlm.core.answers import is_correct, is_parseable
 from scalevlm.core.rewards import extract_answer
 from scalevlm.core.segments import parse_completion
@@ -46,15 +48,19 @@ log = logging.getLogger(NAME)
 
 
 @dataclass(frozen=True)
-class Config:
-    batch_size: int
-    max_new_tokens: int
-    max_samples: int | None  # evaluate only the first N test records by id; None = all
-    dtype: str  # auto | float32 | bfloat16 | float16
+class Config(Checked):
+    batch_size: PositiveInt
+    max_new_tokens: PositiveInt
+    max_samples: PositiveInt | None  # evaluate only the first N test records by id; None = all
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
     device: str  # auto | cpu | cuda | cuda:N
     trust_remote_code: bool
-    seed: int
-    torch_threads: int  # CPU threads for torch; 0 = torch's default (1 is fastest for the tiny model)
+    seed: NonNegativeInt
+    torch_threads: NonNegativeInt  # CPU threads for torch; 0 = torch's default (1 is fastest for the tiny model)
+
+    def check(self) -> Problems:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            yield "device", f"{self.device!r} is not one of auto, cpu, cuda, cuda:N (N = a GPU index)"
 
 
 def generate_batch(model: Any, processor: Any, records: Sequence[Record], root: Path, options: GenerationOptions) -> list[Generation]:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from scalevlm.config import Checked, Problems, Range, Text
 from scalevlm.modeling import TinySpec, build_tiny, load_model_and_processor, save_model_and_processor
 from scalevlm.provenance import write_provenance
 from scalevlm.runtime import stage_main, write_json
@@ -34,11 +35,23 @@ log = logging.getLogger(NAME)
 
 
 @dataclass(frozen=True)
-class Config:
-    name_or_path: str  # "tiny", a hub id, or a local folder
+class Config(Checked):
+    name_or_path: Text  # "tiny", a hub id, or a local folder
     trust_remote_code: bool
     dtype: Literal["auto", "float32", "bfloat16", "float16"]  # dtype of the saved weights (hub models)
-    tiny: TinySpec
+    tiny: TinySpec  # a modeling type; its sizes are checked here, with the same rules for every source
+
+    def check(self) -> Problems:
+        sizes = [(f.name, getattr(self.tiny, f.name)) for f in fields(self.tiny) if f.name not in ("seed", "rope_theta")]
+        problems = [(f"tiny.{k}", p) for k, v in sizes if (p := Range(ge=1).problem(v))]
+        problems += [(f"tiny.{k}", p) for k, rule in (("seed", Range(ge=0)), ("rope_theta", Range(gt=0)))
+                     if (p := rule.problem(getattr(self.tiny, k)))]
+        if not problems:  # TinySpec.validate divides by the sizes: only once they are positive
+            try:
+                self.tiny.validate()
+            except ValueError as e:
+                problems.append(("tiny", str(e)))
+        yield from problems
 
 
 def _build(cfg: Config, root: Path) -> tuple[Any, Any, dict[str, Any]]:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from scalevlm.config import load_config
+from scalevlm.config import Checked, ConfigError, Problems, Range, load_config
 from scalevlm.core.promotion import ArmResult, Rules, decide
 from scalevlm.records import read_jsonl
 from scalevlm.registry import RegistryError, artifact_path, champion, check_committed, register_and_assign
@@ -32,12 +33,31 @@ OUT_REPORT = Path("reports") / NAME
 log = logging.getLogger(NAME)
 
 
+# DVC's rule for artifact names (GTO's for stages): lowercase letters, digits and inner dashes; both become git tags
+REGISTRY_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+TRACKABLE = ("accuracy", "format_compliance", "answer_parse_rate")  # higher-is-better metrics evaluate writes
+
+
 @dataclass(frozen=True)
-class Config:
-    candidate: str  # evaluated arm: sft-vanilla | sft-scale | grpo-vanilla | grpo-scale
+class Config(Checked):
+    candidate: Literal["sft-vanilla", "sft-scale", "grpo-vanilla", "grpo-scale"]  # the evaluated arm
     artifact: str  # registry artifact name, declared under `artifacts:` in dvc.yaml
     stage: str  # registry stage the champion holds, e.g. prod
-    rules: Rules
+    rules: Rules  # pure core type (no config import there): its ranges are checked here
+
+    def check(self) -> Problems:
+        for key in ("artifact", "stage"):
+            if not REGISTRY_NAME.fullmatch(getattr(self, key)):
+                yield key, f"{getattr(self, key)!r} must be lowercase letters, digits and inner dashes (e.g. prod)"
+        r = self.rules
+        for key, rule in (("min_accuracy", Range(ge=0, le=1)), ("format_floor", Range(ge=0, le=1)),
+                          ("max_regression", Range(ge=0, le=1)), ("alpha", Range(gt=0, lt=1)),
+                          ("n_bootstrap", Range(ge=1)), ("seed", Range(ge=0))):
+            if problem := rule.problem(getattr(r, key)):
+                yield f"rules.{key}", problem
+        for i, metric in enumerate(r.tracked_metrics):
+            if metric not in TRACKABLE:
+                yield f"rules.tracked_metrics[{i}]", f"{metric!r} is not one of {list(TRACKABLE)}"
 
 
 def candidate_snapshot(root: Path, arm: str) -> dict[str, Any]:
@@ -113,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-push", action="store_true", help="tag without pushing the model to the DVC remote")
     args = parser.parse_args(argv)
     set_offline_env()
-    return gate(load_config(Config, args.params, NAME), Path(args.root), push=not args.no_push)
+    try:
+        cfg = load_config(Config, args.params, NAME)
+    except ConfigError as e:
+        print(f"error: {args.params}: {e}", file=sys.stderr)
+        return 2
+    return gate(cfg, Path(args.root), push=not args.no_push)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from scalevlm.config import Checked, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Problems, Range
 from scalevlm.core.rewards import reward_functions
 from scalevlm.runtime import set_torch_threads, stage_main, write_json
 
@@ -37,46 +38,45 @@ log = logging.getLogger(NAME)
 
 
 @dataclass(frozen=True)
-class RewardWeights:
-    format: float
-    accuracy: float
-    length: float  # 0 = no length shaping
+class RewardWeights(Checked):
+    format: NonNegativeFloat
+    accuracy: NonNegativeFloat
+    length: NonNegativeFloat  # 0 = no length shaping
+
+    def check(self) -> Problems:
+        if not (self.format or self.accuracy or self.length):
+            yield "format", "every reward weight is 0; GRPO needs at least one reward (e.g. format: 0.5, accuracy: 1.0)"
+
+
+# TRL's GRPO losses; `luspo` is left out: it needs importance_sampling_level 'sequence', which we do not expose.
+LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "vespo"]
 
 
 @dataclass(frozen=True)
-class Config:
-    seed: int
-    max_steps: int
-    learning_rate: float
-    batch_size: int  # completions per optimizer step = prompts per step × num_generations
-    num_generations: int  # completions per prompt (the GRPO group)
-    max_completion_length: int  # tokens; a completion cut here is scored as generated (usually malformed)
-    beta: float  # KL coefficient; 0 = no reference model (TRL's default, cheapest)
-    temperature: float
-    loss_type: str  # TRL loss: dapo | grpo | dr_grpo | bnpo | ...
+class Config(Checked):
+    seed: NonNegativeInt
+    max_steps: PositiveInt
+    learning_rate: PositiveFloat
+    batch_size: PositiveInt  # completions per optimizer step = prompts per step × num_generations
+    num_generations: Annotated[int, Range(ge=2)]  # completions per prompt (the GRPO group; one has no advantage)
+    max_completion_length: Annotated[int, Range(ge=8)]  # tokens; fewer cannot hold <think>…</think><answer>…</answer>
+    beta: NonNegativeFloat  # KL coefficient; 0 = no reference model (TRL's default, cheapest)
+    temperature: PositiveFloat
+    loss_type: LossType
     reward_weights: RewardWeights
-    max_think_chars: int  # length reward: full bonus up to this many think characters
-    train_limit: int | None  # first N training records by id; None = all
-    logging_steps: int
+    max_think_chars: PositiveInt  # length reward: full bonus up to this many think characters
+    train_limit: PositiveInt | None  # first N training records by id; None = all
+    logging_steps: PositiveInt
     gradient_checkpointing: bool  # off for the tiny model (~60% slower steps when on); on for large models on GPU
-    dtype: str  # auto | float32 | bfloat16
+    dtype: Literal["auto", "float32", "bfloat16"]  # bfloat16 only on a CUDA device
     use_vllm: bool  # GPU users: generate with vLLM (needs `pip install vllm`); passed through to TRL
-    vllm_mode: str  # colocate | server
+    vllm_mode: Literal["colocate", "server"]
     trust_remote_code: bool
-    torch_threads: int  # CPU threads for torch; 0 = torch's default (see `scalevlm.runtime.set_torch_threads`)
+    torch_threads: NonNegativeInt  # CPU threads for torch; 0 = torch's default (see `scalevlm.runtime.set_torch_threads`)
 
-
-def validate(cfg: Config) -> None:
-    errors = []
-    if cfg.max_steps < 1 or cfg.num_generations < 2:
-        errors.append(f"max_steps >= 1 and num_generations >= 2 (a group of one has no advantage), got "
-                      f"{cfg.max_steps}, {cfg.num_generations}")
-    if cfg.batch_size % cfg.num_generations:
-        errors.append(f"batch_size {cfg.batch_size} must be a multiple of num_generations {cfg.num_generations}")
-    if cfg.max_completion_length < 8:
-        errors.append(f"max_completion_length {cfg.max_completion_length} is too short for <think>…</think><answer>…</answer>")
-    if errors:
-        raise ValueError("train_grpo: " + "; ".join(errors))
+    def check(self) -> Problems:
+        if self.batch_size % self.num_generations:
+            yield "batch_size", f"{self.batch_size} must be a multiple of num_generations {self.num_generations}"
 
 
 def grpo_dataset(root: Path, limit: int | None) -> Any:
@@ -153,7 +153,6 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
 
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
-    validate(cfg)
     set_torch_threads(cfg.torch_threads)
     sft_dir = root / SFT_MODELS / init
     if not sft_dir.is_dir():

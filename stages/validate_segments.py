@@ -30,11 +30,21 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from scalevlm.config import ConfigError, load_config
+from scalevlm.config import (
+    Checked,
+    ConfigError,
+    NonEmpty,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    Probability,
+    Problems,
+    Text,
+    load_config,
+)
 from scalevlm.core.splits import SPLITS
-from scalevlm.records import ANSWER_TYPES
 from scalevlm.runtime import set_offline_env, stage_main, write_json
 from scalevlm.validation.checks import LengthCounter, LengthLimits, SampleCheck, char_counter, token_counter
 from scalevlm.validation.dataset import check_file, rejected_row, write_rejected
@@ -63,45 +73,45 @@ class ValidationFailed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class SplitSizes:
-    train: int
-    val: int
-    test: int
+class SplitSizes(Checked):
+    train: NonNegativeInt
+    val: NonNegativeInt
+    test: NonNegativeInt
+
+
+AnswerType = Literal["integer", "number", "choice", "text"]  # = scalevlm.records.ANSWER_TYPES (a test keeps them equal)
 
 
 @dataclass(frozen=True)
-class Config:
-    max_reject_rate: float
+class Config(Checked):
+    max_reject_rate: Probability
     min_split_size: SplitSizes
-    answer_types: tuple[str, ...]
-    tokenizer: str | None  # local from_pretrained folder: lengths in tokens; null: lengths in characters
-    min_think_tokens: int
-    max_think_tokens: int
-    max_answer_tokens: int
-    min_think_chars: int
-    max_think_chars: int
-    max_answer_chars: int
-    min_image_px: int
-    max_image_px: int
-    max_image_bytes: int
-    length_quantiles: tuple[float, ...]
-    think_quantile_ranges: tuple[tuple[float, ...], ...]  # one [min, max] per quantile, in the length unit
-    answer_quantile_ranges: tuple[tuple[float, ...], ...]
-    examples: int  # example ids kept per failing expectation / reason
+    answer_types: Annotated[tuple[AnswerType, ...], NonEmpty()]
+    tokenizer: Text | None  # local from_pretrained folder: lengths in tokens; null: lengths in characters
+    min_think_tokens: NonNegativeInt
+    max_think_tokens: PositiveInt
+    max_answer_tokens: PositiveInt
+    min_think_chars: NonNegativeInt
+    max_think_chars: PositiveInt
+    max_answer_chars: PositiveInt
+    min_image_px: PositiveInt
+    max_image_px: PositiveInt
+    max_image_bytes: PositiveInt
+    length_quantiles: Annotated[tuple[Probability, ...], NonEmpty()]
+    think_quantile_ranges: tuple[tuple[NonNegativeFloat, ...], ...]  # one [min, max] per quantile, in the length unit
+    answer_quantile_ranges: tuple[tuple[NonNegativeFloat, ...], ...]
+    examples: NonNegativeInt  # example ids kept per failing expectation / reason
 
-    def __post_init__(self) -> None:
-        problems = []
-        if not 0 <= self.max_reject_rate <= 1:
-            problems.append(f"max_reject_rate must be in [0, 1], got {self.max_reject_rate}")
-        unknown = sorted(set(self.answer_types) - set(ANSWER_TYPES))
-        if unknown or not self.answer_types:
-            problems.append(f"answer_types must be a non-empty subset of {list(ANSWER_TYPES)}, got {list(self.answer_types)}")
+    def check(self) -> Problems:
+        for low, high in (("min_think_tokens", "max_think_tokens"), ("min_think_chars", "max_think_chars"),
+                          ("min_image_px", "max_image_px")):
+            if getattr(self, low) > getattr(self, high):
+                yield low, f"{getattr(self, low)} exceeds {high} {getattr(self, high)}"
         for key in ("think_quantile_ranges", "answer_quantile_ranges"):
             ranges = getattr(self, key)
             if len(ranges) != len(self.length_quantiles) or any(len(r) != 2 or r[0] > r[1] for r in ranges):
-                problems.append(f"{key} needs one [min, max] (min <= max) per quantile in length_quantiles, got {ranges}")
-        if problems:
-            raise ConfigError(f"{NAME}: " + "; ".join(problems))
+                yield key, (f"needs one [min, max] (min <= max) per quantile in length_quantiles "
+                            f"{list(self.length_quantiles)}, got {[list(r) for r in ranges]}")
 
 
 @dataclass

@@ -203,7 +203,7 @@ def test_bad_params_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     data[stage.NAME]["think_quantile_ranges"] = [[1, 2]]
     params.write_text(yaml.safe_dump(data))
     assert stage.main(["--root", str(tmp_path), "--params", str(params)]) == 2
-    assert "think_quantile_ranges needs one [min, max]" in capsys.readouterr().err
+    assert "validate_segments.think_quantile_ranges: needs one [min, max]" in capsys.readouterr().err
 
 
 def test_cli_validates_a_file_and_writes_nothing_without_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 
+from scalevlm.config import Checked, NonNegativeInt, Problems, Text
 from scalevlm.sources import adapters
 from scalevlm.sources.base import AdapterError, Candidate, Dropped, SourceContext, SourceError
 from scalevlm.sources.local import open_rgb, resolve_inside
@@ -42,19 +43,23 @@ _BATCH = 256
 
 
 @dataclass(frozen=True)
-class HubDataset:
-    name: str  # hub id, or a local folder / data file in the dataset's published format
-    split: str
-    revision: str | None
+class HubDataset(Checked):
+    name: Text  # hub id, or a local folder / data file in the dataset's published format
+    split: Text
+    revision: Text | None
     adapter: Literal["mapped", "vision_r1", "llava_cot", "r1_onevision"]
     field_map: dict[str, str]
-    limit: int | None
+    limit: NonNegativeInt | None  # rows read at most; field_map is checked by check_field_map (also at load)
 
 
 @dataclass(frozen=True)
-class HubConfig:
+class HubConfig(Checked):
     enabled: bool
     datasets: tuple[HubDataset, ...]
+
+    def check(self) -> Problems:
+        if self.enabled and not self.datasets:
+            yield "datasets", "is empty while enabled is true: list a dataset or set enabled: false"
 
 
 Adapted = tuple[adapters.Normalised, str, tuple[Any, ...], dict[str, Any]]  # sample, image column, values, extras

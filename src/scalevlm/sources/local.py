@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from scalevlm.config import Checked, NonNegativeInt, Problems, Text
 from scalevlm.sources import adapters
 from scalevlm.sources.base import AdapterError, Candidate, Dropped, SourceContext, SourceError
 
@@ -36,16 +37,20 @@ FORMAT_KEYS = (("trl", ("prompt", "completion")), ("messages", ("messages",)), (
 
 
 @dataclass(frozen=True)
-class LocalFile:
-    path: str  # relative to the project root; must lie under data/local/
+class LocalFile(Checked):
+    path: Text  # relative to the project root; must lie under data/local/ (curate_dataset.Config checks at load)
     format: Literal["auto", "trl", "messages", "sharegpt", "plain"]
-    limit: int | None
+    limit: NonNegativeInt | None  # lines read at most; 0 skips the file
 
 
 @dataclass(frozen=True)
-class LocalConfig:
+class LocalConfig(Checked):
     enabled: bool
     files: tuple[LocalFile, ...]
+
+    def check(self) -> Problems:
+        if self.enabled and not self.files:
+            yield "files", "is empty while enabled is true: list a file (path, format, limit) or set enabled: false"
 
 
 @dataclass(frozen=True)

@@ -17,37 +17,42 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Probability, Problems, Range
 from scalevlm.sources.base import Candidate, SourceContext
 
 _RGB = {"red": (220, 30, 30), "blue": (30, 60, 220)}
 
 
 @dataclass(frozen=True)
-class GridConfig:
+class GridConfig(Checked):
     enabled: bool
-    n: int
-    seed: int
-    rows: int
-    cols: int
-    cell_px: int
-    p_red: float
-    p_blue: float
+    n: NonNegativeInt  # samples drawn
+    seed: NonNegativeInt
+    rows: PositiveInt
+    cols: PositiveInt
+    cell_px: Annotated[int, Range(ge=7)]  # a drawn square keeps a margin of up to 3 px on each side
+    p_red: Probability
+    p_blue: Probability
     jitter: bool
     answer_step: Literal["copy", "sum"]
 
+    def check(self) -> Problems:
+        if self.p_red + self.p_blue > 1:
+            yield "p_red", f"p_red + p_blue must be <= 1 (the rest of the cells is empty), got {self.p_red} + {self.p_blue}"
+
 
 @dataclass(frozen=True)
-class DigitsConfig:
+class DigitsConfig(Checked):
     enabled: bool
-    n: int
-    seed: int
-    digit_px: int
-    heldout_fraction: float
+    n: NonNegativeInt  # samples drawn
+    seed: NonNegativeInt
+    digit_px: PositiveInt
+    heldout_fraction: Annotated[float, Range(ge=0.01, le=0.99)]  # both image pools keep some of the 1,797 digits
     answer_step: Literal["copy", "sum"]
 
 

@@ -11,83 +11,92 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 
-from scalevlm.config import to_dict
-from scalevlm.core.scale_loss import NORMALISATIONS, SCHEDULES
+from scalevlm.config import (
+    Checked,
+    ConfigError,
+    Fraction,
+    NonEmpty,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Problems,
+    Text,
+    to_dict,
+)
 
 Method = Literal["vanilla", "scale"]
 METHODS: tuple[str, ...] = ("vanilla", "scale")
 
 
+# transformers schedulers that run with our arguments alone: cosine_with_min_lr, cosine_warmup_with_min_lr and
+# warmup_stable_decay need scheduler kwargs we do not pass, reduce_lr_on_plateau needs an evaluation metric, and
+# greedy needs both.
+LrScheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                      "inverse_sqrt"]
+
+
 @dataclass(frozen=True)
-class ScaleSettings:
+class ScaleSettings(Checked):
     """SCALe: w_think(p) from `schedule` between w_start (p=0) and w_end (p=1); w_ans = 1 − w_think."""
 
     schedule: Literal["cosine", "linear", "constant", "step"]
-    w_start: float
-    w_end: float
+    w_start: Probability
+    w_end: Probability
     normalisation: Literal["per_sample", "per_batch"]
 
 
 @dataclass(frozen=True)
-class LoraSettings:
+class LoraSettings(Checked):
     enabled: bool
-    r: int
-    alpha: int
-    dropout: float
-    target_modules: tuple[str, ...]
+    r: PositiveInt
+    alpha: PositiveInt
+    dropout: Fraction
+    target_modules: Annotated[tuple[Text, ...], NonEmpty()]
 
 
 @dataclass(frozen=True)
-class SFTSettings:
+class SFTSettings(Checked):
     """One SFT run (both methods share everything but the loss)."""
 
-    seed: int
-    max_steps: int
-    batch_size: int  # global samples per optimizer step
-    grad_accum: int
-    learning_rate: float
-    lr_scheduler: str  # a transformers scheduler name: cosine, linear, constant_with_warmup, ...
-    warmup_ratio: float
-    max_grad_norm: float
-    weight_decay: float
-    adam_beta1: float
-    adam_beta2: float
-    max_length: int | None  # token truncation of prompt+completion; None = never truncate
+    seed: NonNegativeInt
+    max_steps: PositiveInt
+    batch_size: PositiveInt  # global samples per optimizer step
+    grad_accum: PositiveInt
+    learning_rate: PositiveFloat
+    lr_scheduler: LrScheduler
+    warmup_ratio: Fraction
+    max_grad_norm: NonNegativeFloat  # 0 = no clipping
+    weight_decay: NonNegativeFloat
+    adam_beta1: Fraction
+    adam_beta2: Fraction
+    max_length: PositiveInt | None  # token truncation of prompt+completion; None = never truncate
     precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 on a CUDA device that supports it, else fp32
     gradient_checkpointing: bool
-    logging_steps: int
-    save_steps: int  # 0 = no intermediate checkpoints
+    logging_steps: PositiveInt
+    save_steps: NonNegativeInt  # 0 = no intermediate checkpoints
     resume: bool  # resume from the newest checkpoint of an interrupted run with the same settings
     keep_checkpoints: bool  # keep checkpoints after a successful run (they are large for real models)
-    dataloader_workers: int
-    torch_threads: int  # intra-op CPU threads; 0 = torch's default. 1 suits tiny models on a shared CPU
-    train_limit: int | None  # use only the first N training records (by id); None = all
+    dataloader_workers: NonNegativeInt
+    torch_threads: NonNegativeInt  # intra-op CPU threads; 0 = torch's default. 1 suits tiny models on a shared CPU
+    train_limit: PositiveInt | None  # use only the first N training records (by id); None = all
     scale: ScaleSettings
     lora: LoraSettings
 
+    def check(self) -> Problems:
+        if self.batch_size % self.grad_accum:
+            yield "batch_size", f"{self.batch_size} must be divisible by grad_accum {self.grad_accum}"
+
     def validate(self, world_size: int = 1) -> None:
-        errors = []
-        if self.max_steps < 1:
-            errors.append(f"max_steps must be >= 1, got {self.max_steps}")
+        """The rule that needs the process count: each process gets batch_size / (grad_accum × processes)."""
         if self.batch_size % (self.grad_accum * world_size):
-            errors.append(
-                f"batch_size {self.batch_size} must be divisible by grad_accum {self.grad_accum} × processes {world_size}"
-            )
-        if self.torch_threads < 0:
-            errors.append(f"torch_threads must be >= 0 (0 = torch default), got {self.torch_threads}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            errors.append(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
-        if self.scale.schedule not in SCHEDULES or self.scale.normalisation not in NORMALISATIONS:
-            errors.append(f"scale: schedule in {SCHEDULES}, normalisation in per_sample/per_batch")
-        for name in ("w_start", "w_end"):
-            if not 0.0 <= getattr(self.scale, name) <= 1.0:
-                errors.append(f"scale.{name} must lie in [0, 1], got {getattr(self.scale, name)}")
-        if errors:
-            raise ValueError("train_sft: " + "; ".join(errors))
+            raise ConfigError(f"train_sft.batch_size: {self.batch_size} must be divisible by grad_accum "
+                              f"{self.grad_accum} × processes {world_size}")
 
     def fingerprint(self, method: str) -> str:
         """Hash of everything that shapes the optimisation trajectory (a checkpoint is resumed only if equal)."""
