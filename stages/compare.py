@@ -18,7 +18,6 @@ import csv
 import json
 import logging
 import math
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 
 from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems, Range
 from scalevlm.core.stats import bootstrap_ci, compare_paired
+from scalevlm.guard import atomic_dir
 from scalevlm.records import read_jsonl
 from scalevlm.runtime import stage_main, write_json
 
@@ -349,17 +349,16 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     s, v = times.get("sft-scale"), times.get("grpo-vanilla")
     ratio = s / v if s is not None and v else None
     out = root / OUT
-    if out.exists():
-        shutil.rmtree(out)
     curves = {m: read_curves(root / "reports" / "train_sft" / m / "dvclive") for m in ("vanilla", "scale")}
-    plots = plot_all(out / "plots", table, preds, ids, curves)
     claim_lines = claims(table, by_pair, ratio, cfg.alpha)
     chance = majority_baseline(root, ids)
     summary = {"n": len(ids), "chance_majority_answer": chance, "arms": table, "tests": tests, "claims": claim_lines, "train_time_s": times,
                "time_ratio_scale_sft_over_sft_plus_grpo": ratio, "left_out_samples": dropped}
-    write_json(out / "metrics.json", summary)
-    (out / "table.md").write_text(markdown_table(table, tests, ratio), encoding="utf-8")
-    (out / "README.md").write_text(readme(table, tests, claim_lines, metrics, times, ratio, cfg.alpha, chance), encoding="utf-8")
+    with atomic_dir(out) as staging:  # the previous report stays whole until this one is
+        plots = plot_all(staging / "plots", table, preds, ids, curves)
+        write_json(staging / "metrics.json", summary)
+        (staging / "table.md").write_text(markdown_table(table, tests, ratio), encoding="utf-8")
+        (staging / "README.md").write_text(readme(table, tests, claim_lines, metrics, times, ratio, cfg.alpha, chance), encoding="utf-8")
     log.info("compared %d arms on %d samples; plots %s", len(ARMS), len(ids), plots)
     return {"n": len(ids), "accuracy": {a: table[a]["accuracy"] for a in ARMS}, "time_ratio": ratio}
 

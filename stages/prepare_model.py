@@ -15,13 +15,13 @@ the other stages use and saved, so downstream stages only ever read models/prepa
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from scalevlm.config import Checked, Problems, Range, Text
+from scalevlm.guard import atomic_dir
 from scalevlm.modeling import TinySpec, build_tiny, load_model_and_processor, save_model_and_processor
 from scalevlm.provenance import write_provenance
 from scalevlm.runtime import stage_main, write_json
@@ -72,11 +72,18 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     start = time.perf_counter()
     model, processor, extra = _build(cfg, root)
     out = root / OUT_MODEL
-    if out.exists():
-        shutil.rmtree(out)
-    save_model_and_processor(model, processor, out)
+    with atomic_dir(out) as staging:  # the previous model stays in place until this one is complete
+        save_model_and_processor(model, processor, staging)
+        metrics = _describe(cfg, model, processor, extra)
+        write_provenance(staging, NAME, cfg, root, {"model": metrics})
+    write_json(root / OUT_REPORT / "metrics.json", {**metrics, "build_time_s": round(time.perf_counter() - start, 2)})
+    log.info("prepared %s (%s, %d parameters) in %s", cfg.name_or_path, metrics["model_class"], metrics["parameters"], out)
+    return metrics
+
+
+def _describe(cfg: Config, model: Any, processor: Any, extra: dict[str, Any]) -> dict[str, Any]:
     tokenizer = getattr(processor, "tokenizer", processor)
-    metrics = {
+    return {
         "source": cfg.name_or_path,
         "model_class": type(model).__name__,
         "processor_class": type(processor).__name__,
@@ -85,10 +92,6 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
         "tags_single_tokens": all(len(tokenizer.encode(t, add_special_tokens=False)) == 1 for t in ("<think>", "</think>", "<answer>", "</answer>")),
         **extra,
     }
-    write_provenance(out, NAME, cfg, root, {"model": metrics})
-    write_json(root / OUT_REPORT / "metrics.json", {**metrics, "build_time_s": round(time.perf_counter() - start, 2)})
-    log.info("prepared %s (%s, %d parameters) in %s", cfg.name_or_path, metrics["model_class"], metrics["parameters"], out)
-    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
