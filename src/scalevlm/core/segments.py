@@ -155,8 +155,12 @@ def token_segment_labels(offsets: list[tuple[int, int]], boundary: int, span: tu
         span: (start, end) character range of the completion in the text; tokens outside it are IGNORE.
 
     A token is think iff it starts before `boundary`: a `</think>` split over several tokens is wholly think,
-    and a token straddling the boundary (`>` merged with following text) goes to the segment holding its first
-    character. Zero-width tokens (specials some tokenizers report with empty offsets) inside the span follow
+    and a token straddling the boundary goes to the segment holding its FIRST character, i.e. think. Real
+    vocabularies merge across it (Qwen2's byte-level BPE has `><`, so `</think><answer>` is `</` `think` `><`
+    `answer` `>`): the straddling token is the one that closes the reasoning, so it is weighted as think, and
+    the answer starts at the first token wholly after `</think>`. This function is the only place the rule
+    lives (SFT labels, generation statistics); tests/test_boundary_tokens.py checks it on such a vocabulary.
+    Zero-width tokens (specials some tokenizers report with empty offsets) inside the span follow
     their position; a zero-width token exactly at the span end (end-of-turn) is answer.
     """
     start, end = span
