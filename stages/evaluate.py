@@ -129,12 +129,36 @@ def summarise(rows: Sequence[dict[str, Any]], accuracy: Any, compliance: Any) ->
     return summary
 
 
-def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
-    """Evaluate one arm's model on the test split; rewrites reports/evaluate/<arm>/ completely."""
+def evaluate_model(cfg: Config, root: Path, model_dir: Path, records: Sequence[Record], label: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Greedy completions of `records` by the model in `model_dir`, scored: (per-sample rows, metrics).
+
+    Shared by the stage and by consumers that evaluate a registry version (flows/consumer.py)."""
     import torch
     from tqdm.auto import tqdm
 
     from scalevlm.modeling import load_model_and_processor
+
+    torch.manual_seed(cfg.seed)
+    set_torch_threads(cfg.torch_threads)
+    model, processor = load_model_and_processor(model_dir, cfg.trust_remote_code, cfg.dtype, cfg.device)
+    options = GenerationOptions(max_new_tokens=cfg.max_new_tokens)  # greedy: predictions are a function of the weights
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with tqdm(total=len(records), desc=f"evaluate {label}", unit="sample") as bar:
+        for i in range(0, len(records), cfg.batch_size):
+            batch = records[i : i + cfg.batch_size]
+            gens = generate_batch(model, processor, batch, root, options)
+            rows.extend(prediction_row(r, g) for r, g in zip(batch, gens, strict=True))
+            bar.update(len(batch))
+    gen_s = time.perf_counter() - start
+    accuracy, compliance = load_metrics()
+    metrics = summarise(rows, accuracy, compliance)
+    metrics["generation_wall_time_s"] = round(gen_s, 3)
+    return rows, metrics
+
+
+def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
+    """Evaluate one arm's model on the test split; rewrites reports/evaluate/<arm>/ completely."""
     from scalevlm.training.data import read_split
 
     if arm not in ARM_MODELS:
@@ -144,30 +168,16 @@ def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
     model_dir = root / ARM_MODELS[arm]
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} not found: train the arm first (`dvc repro {NAME}@{arm}` runs its stages)")
-    torch.manual_seed(cfg.seed)
-    set_torch_threads(cfg.torch_threads)
     records = read_split(root, "test", cfg.max_samples)
-    model, processor = load_model_and_processor(model_dir, cfg.trust_remote_code, cfg.dtype, cfg.device)
-    options = GenerationOptions(max_new_tokens=cfg.max_new_tokens)  # greedy: predictions are a function of the weights
-    start = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    with tqdm(total=len(records), desc=f"evaluate {arm}", unit="sample") as bar:
-        for i in range(0, len(records), cfg.batch_size):
-            batch = records[i : i + cfg.batch_size]
-            gens = generate_batch(model, processor, batch, root, options)
-            rows.extend(prediction_row(r, g) for r, g in zip(batch, gens, strict=True))
-            bar.update(len(batch))
-    gen_s = time.perf_counter() - start
-    accuracy, compliance = load_metrics()
-    metrics = summarise(rows, accuracy, compliance)
-    metrics.update(arm=arm, model_dir=ARM_MODELS[arm].as_posix(), generation_wall_time_s=round(gen_s, 3))
+    rows, metrics = evaluate_model(cfg, root, model_dir, records, arm)
+    metrics.update(arm=arm, model_dir=ARM_MODELS[arm].as_posix())
     out = root / OUT_REPORT / arm
     if out.exists():
         shutil.rmtree(out)
     write_jsonl(out / "predictions.jsonl", rows)
     write_json(out / "metrics.json", metrics)
     log.info("%s: accuracy %.3f, format %.3f on %d samples in %.1fs", arm, metrics["accuracy"],
-             metrics["format_compliance"], len(rows), gen_s)
+             metrics["format_compliance"], len(rows), metrics["generation_wall_time_s"])
     return {k: metrics[k] for k in ("arm", "n", "accuracy", "format_compliance", "answer_parse_rate", "generation_wall_time_s")}
 
 

@@ -99,6 +99,8 @@ def grpo_config(cfg: Config, output_dir: Path, weights: list[float]) -> Any:
     import torch
     from trl import GRPOConfig
 
+    from scalevlm.inference import GRPO_CHAT_TEMPLATE_KWARGS
+
     on_cuda = torch.cuda.is_available()
     return GRPOConfig(
         output_dir=str(output_dir),
@@ -111,6 +113,7 @@ def grpo_config(cfg: Config, output_dir: Path, weights: list[float]) -> Any:
         temperature=cfg.temperature,
         loss_type=cfg.loss_type,
         reward_weights=weights,
+        chat_template_kwargs=GRPO_CHAT_TEMPLATE_KWARGS,  # prompt ids exactly as SFT and evaluation tokenise them
         use_vllm=cfg.use_vllm,
         vllm_mode=cfg.vllm_mode,
         seed=cfg.seed,

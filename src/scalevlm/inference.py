@@ -4,7 +4,9 @@ Two functions hold everything a served answer depends on besides the weights, so
 evaluation's completions exactly:
 
 - `prompt_text`: the generation prompt of one question with its images (the user turn of `user_turn`, through
-  the processor's chat template, generation prompt appended). Per-family prompt handling belongs here.
+  the processor's chat template, generation prompt appended), tokenised with `PROMPT_TOKENIZE_KWARGS`: the same
+  ids TRL's SFT collator gave the prompt in training, for every model family (tests/test_families.py checks this
+  for evaluation, GRPO and SFT). Per-family prompt handling belongs here.
 - `generate`: batched generation, prompts left-padded so every row starts generating at the same position;
   greedy by default (`GenerationOptions()`), sampling when `do_sample` is set. The completion is cut at the
   first end-of-turn token and decoded without special tokens; think/answer token counts follow the SFT segment
@@ -13,11 +15,12 @@ evaluation's completions exactly:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scalevlm.core.segments import ANSWER, THINK
+from scalevlm.core.segments import ANSWER, THINK, format_completion
 from scalevlm.training.data import user_turn
 
 
@@ -61,10 +64,26 @@ class Generation:
     answer_tokens: int
 
 
+# How every prompt is tokenised: the rendered chat template already holds whatever special tokens the family wants
+# (Gemma-3's `<bos>`), and TRL's SFT collator tokenises prompts with add_special_tokens=False. Tokenising with the
+# processor's defaults instead gives Gemma-3 a doubled BOS and LLaVA-NeXT (Mistral) a BOS training never saw.
+PROMPT_TOKENIZE_KWARGS: dict[str, Any] = {"add_special_tokens": False}
+# GRPOConfig(chat_template_kwargs=...): GRPO tokenises prompts through `processor.apply_chat_template(tokenize=True)`,
+# which adds special tokens unless the rendered text starts with BOS; this makes it tokenise like SFT.
+GRPO_CHAT_TEMPLATE_KWARGS: dict[str, Any] = {"processor_kwargs": dict(PROMPT_TOKENIZE_KWARGS)}
+_PROBE = format_completion("x", "y")  # any completion: only the rendered text before it matters
+
+
 def prompt_text(processor: Any, question: str, n_images: int) -> str:
-    """The text prompt the model generates from: one image placeholder per image, then the question, in the
-    model's chat template with the assistant turn opened. The one prompt builder of evaluation and predict."""
-    return processor.apply_chat_template(user_turn(question, n_images), tokenize=False, add_generation_prompt=True)
+    """The text prompt the model generates from, exactly as SFT trained on it: TRL renders the user turn with the
+    generation prompt and the user turn + completion, and keeps their common prefix as the prompt (the same as the
+    generation prompt for Qwen2.5-VL, LLaVA-NeXT and Gemma-3, whose assistant turn starts with it). The one prompt
+    builder of evaluation and predict; tokenise it with `PROMPT_TOKENIZE_KWARGS`."""
+    messages = user_turn(question, n_images)
+    prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    completion = [{"role": "assistant", "content": [{"type": "text", "text": _PROBE}]}]
+    full = processor.apply_chat_template(messages + completion, tokenize=False)
+    return os.path.commonprefix([prompt, full])
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -97,7 +116,8 @@ def generate(
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
     texts = [prompt_text(processor, q, len(imgs)) for q, imgs in zip(questions, images, strict=True)]
-    kwargs: dict[str, Any] = {"text": texts, "padding": True, "padding_side": "left", "return_tensors": "pt"}
+    kwargs: dict[str, Any] = {"text": texts, "padding": True, "padding_side": "left", "return_tensors": "pt",
+                              **PROMPT_TOKENIZE_KWARGS}
     if any(images):
         kwargs["images"] = [list(imgs) for imgs in images]
     inputs = processor(**kwargs).to(model.device)

@@ -6,6 +6,8 @@ registers the tiny model's processor class, so a saved tiny model loads like any
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -17,6 +19,7 @@ from scalevlm.env import GO_ONLINE
 from scalevlm.errors import PipelineError
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, e.g. Qwen/Qwen2.5-VL-3B-Instruct
+log = logging.getLogger(__name__)
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -39,6 +42,58 @@ def resolve_device(device: str | None) -> str | None:
     return device
 
 
+def _video_processor_unavailable(error: BaseException) -> bool:
+    """The video processor cannot be built: torchvision is missing, or the folder was saved images-only."""
+    text = str(error).lower()
+    return (isinstance(error, ImportError) and "torchvision" in text) or (
+        isinstance(error, OSError) and "video processor" in text)
+
+
+def images_only(processor_class: type) -> type:
+    """`processor_class` without its video processor: Qwen2-VL / Qwen2.5-VL processors build a torchvision video
+    processor even for image-only data, so without torchvision they cannot be created at all. The pipeline never
+    feeds video. The subclass keeps the family's class name, so what it saves still names the real processor and
+    loads as that wherever torchvision is installed."""
+    base_init = processor_class.__init__
+
+    def __init__(self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None,
+                 **kwargs: Any) -> None:
+        base_init(self, image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template, **kwargs)
+
+    return type(processor_class.__name__, (processor_class,), {"__init__": __init__, "__module__": processor_class.__module__})
+
+
+def _processor_class_name(name: str) -> str | None:
+    """The processor class a checkpoint names: processor_config.json (transformers 5) or preprocessor_config.json."""
+    from transformers.utils import cached_file
+
+    for fname in ("processor_config.json", "preprocessor_config.json"):
+        path = cached_file(name, fname, _raise_exceptions_for_missing_entries=False)
+        if path is not None:
+            found = json.loads(Path(path).read_text(encoding="utf-8")).get("processor_class")
+            if found:
+                return str(found)
+    return None
+
+
+def load_processor(name: str, trust_remote_code: bool = False) -> Any:
+    """`AutoProcessor.from_pretrained(name)`; when its video processor cannot be built (torchvision missing, or a
+    folder saved images-only), the same processor class without it (`images_only`), from the same files."""
+    from transformers import AutoProcessor
+    from transformers.models.auto.processing_auto import processor_class_from_name
+
+    try:
+        return AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (ImportError, OSError) as e:
+        if not _video_processor_unavailable(e):
+            raise
+        cls = processor_class_from_name(_processor_class_name(name) or "")
+        if cls is None or "video_processor" not in cls.get_attributes():
+            raise
+        log.info("%s: loading %s without its video processor (images only)", type(e).__name__, cls.__name__)
+        return images_only(cls).from_pretrained(name, trust_remote_code=trust_remote_code)
+
+
 def load_model_and_processor(
     path: str | Path,
     trust_remote_code: bool = False,
@@ -56,7 +111,7 @@ def load_model_and_processor(
     Returns:
         (model in eval mode, processor); `processor.tokenizer` is the tokenizer.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     from scalevlm.modeling import tiny  # noqa: F401  (registers the tiny processor class)
 
@@ -66,7 +121,7 @@ def load_model_and_processor(
     if not local and not HUB_ID.fullmatch(name):
         raise ModelLoadError(f"model path {name!r} does not exist and is not a hub id of the form 'owner/name'")
     try:
-        processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
+        processor = load_processor(name, trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(
             name, trust_remote_code=trust_remote_code, dtype=torch_dtype, use_safetensors=True
         )
