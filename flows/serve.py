@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prefect import serve
 
+from flows.consumer import evaluate_registry
 from flows.pipeline import pipeline
 
 
@@ -19,6 +20,8 @@ def deployments() -> list:
             name="weekly-evaluation", cron="0 5 * * 1",
             parameters={"targets": ["evaluate", "compare", "promote"], "profile": "default"}, concurrency_limit=1,
         ),
+        evaluate_registry.to_deployment(name="prod-evaluation", cron="0 6 * * *", parameters={"ref": "prod", "split": "test"},
+                                        concurrency_limit=1),
     ]
 
 

@@ -83,7 +83,8 @@ def test_deploy_schedule_and_run_smoke_through_a_process_worker(server: dict[str
     prefect(env, project, "--no-prompt", "deploy", "--all")
     response = httpx.post(f"{env['PREFECT_API_URL']}/deployments/filter", json={}, timeout=10)
     deployments = {d["name"]: d for d in response.json()}
-    assert set(deployments) == {"nightly-retrain", "weekly-evaluation", "smoke"}
+    assert set(deployments) == {"nightly-retrain", "weekly-evaluation", "smoke", "prod-evaluation"}
+    assert deployments["prod-evaluation"]["entrypoint"] == "flows/consumer.py:evaluate_registry"
     assert deployments["nightly-retrain"]["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
 
     scheduled = wait_for(lambda: flow_runs(env, {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}),

@@ -115,3 +115,25 @@ def test_fetching_a_version_that_was_never_pushed_names_the_remote_and_the_versi
 
     unknown = python(clone, "scalevlm.registry", "fetch", "v9.9.9", env=env, ok=False)
     assert unknown.returncode == 2 and "registered versions: ['v0.0.1', 'v0.0.2']" in unknown.stderr
+
+
+def test_scheduled_consumer_flow_evaluates_prod_and_publishes_an_artifact(promoted: dict[str, Path],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `prod-evaluation` deployment's flow on a clone that has neither the model nor the data."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.consumer import evaluate_registry
+
+    clone = fresh_clone(promoted, "consumer")
+    monkeypatch.setenv("SCALEVLM_DVC_REMOTE", str(promoted["remote"]))
+    evaluated = json.loads((clone / "reports/evaluate/sft-scale/metrics.json").read_text())
+    with prefect_test_harness(server_startup_timeout=90):
+        result = evaluate_registry(ref="prod", max_samples=evaluated["n"], root=str(clone))
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["prod-evaluation"])))
+    assert result["ref"] == f"{ARTIFACT}@v0.0.1" and result["metrics"]["n"] == evaluated["n"]
+    for key in ("accuracy", "format_compliance", "answer_parse_rate"):  # the same model, data and batches as the stage
+        assert result["metrics"][key] == evaluated[key] == result["promoted"][key]
+    assert len(artifacts) == 1 and f"| accuracy | {evaluated['accuracy']:.4f} | {evaluated['accuracy']:.4f} |" in artifacts[0].data

@@ -112,7 +112,8 @@ def resolve_model(ref: str, repo: str = ".", artifact: str | None = None) -> Pat
     if Path(ref).exists():
         return Path(ref)
     if VERSION.fullmatch(ref) or STAGE_NAME.fullmatch(ref):
-        _, folder, _ = fetch(repo, artifact or default_artifact(), ref)
+        local = Path(repo) if Path(repo).is_dir() else Path(".")
+        _, folder, _ = fetch(repo, artifact or default_artifact(local), ref)
         return folder
     return ref  # a hub id (owner/name); the loader says what is wrong with anything else
 

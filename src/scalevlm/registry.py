@@ -51,6 +51,11 @@ def _git(root: Path, *args: str) -> str:
     return result.stdout
 
 
+def snapshot_at(root: Path, commit: str) -> dict[str, Any]:
+    """The evaluation snapshot the gate judged the version at `commit` on (`reports/promote/candidate.json`)."""
+    return json.loads(_git(root, "show", f"{commit}:{SNAPSHOT}"))
+
+
 def champion(root: Path, artifact: str, stage: str = "prod") -> Champion | None:
     """The version currently in `stage`, with its snapshot; None when nothing was ever promoted."""
     from gto.api import find_versions_in_stage
@@ -65,7 +70,7 @@ def champion(root: Path, artifact: str, stage: str = "prod") -> Champion | None:
     version = found[0] if isinstance(found, list) else found
     commit = version.commit_hexsha
     try:
-        snapshot = json.loads(_git(root, "show", f"{commit}:{SNAPSHOT}"))
+        snapshot = snapshot_at(root, commit)
     except RegistryError as e:
         raise RegistryError(f"champion {artifact}@{version.version} (commit {commit[:8]}) has no {SNAPSHOT}: {e}") from e
     return Champion(version=version.version, commit=commit, snapshot=snapshot)
@@ -157,12 +162,14 @@ def is_fetched(folder: Path, resolved: Resolved) -> bool:
     return marker.is_file() and json.loads(marker.read_text()).get("commit") == resolved.commit
 
 
-def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bool = False) -> tuple[Resolved, Path, str]:
+def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bool = False,
+          base: Path | None = None) -> tuple[Resolved, Path, str]:
     """Download the artifact of a stage or version from the DVC remote into `out`.
 
-    `out` defaults to `models/registry/<artifact>@<version>/`; a folder that already holds that version is
-    reused (versions are immutable tags) unless `force`. Returns (resolved version, folder, remote description).
-    Raises RegistryError naming the remote and the version when its data is not on the remote.
+    `out` defaults to `<base>/models/registry/<artifact>@<version>/` (`base`: `repo` when it is a local folder,
+    else the working directory); a folder that already holds that version is reused (versions are immutable
+    tags) unless `force`. Returns (resolved version, folder, remote description). Raises RegistryError naming
+    the remote and the version when its data is not on the remote.
     """
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
@@ -171,7 +178,9 @@ def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bo
     from scalevlm.remote import config_override, describe
 
     resolved = resolve(repo, artifact, ref)
-    target = Path(out) if out is not None else fetched_dir(resolved)
+    if base is None:
+        base = Path(repo) if Path(repo).is_dir() else Path(".")
+    target = Path(out) if out is not None else base / fetched_dir(resolved)
     if target.exists() and not force:
         if is_fetched(target, resolved):
             return resolved, target, "already fetched"
@@ -197,7 +206,7 @@ def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bo
         shutil.rmtree(target)
     partial.rename(target)
     if out is None:  # fetched weights are not project files: keep git status clean
-        ignore = FETCH_DIR / ".gitignore"
+        ignore = base / FETCH_DIR / ".gitignore"
         if not ignore.exists():
             ignore.write_text("*\n")
     return resolved, target, where
@@ -218,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     set_offline_env()
     try:
-        artifact = args.artifact or default_artifact()
+        artifact = args.artifact or default_artifact(Path(args.repo) if Path(args.repo).is_dir() else Path("."))
         resolved, folder, where = fetch(args.repo, artifact, args.ref, args.out, args.force)
     except (RegistryError, RemoteError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -130,3 +130,16 @@ def push_with_deps(root: Path, path: str) -> dict[str, Any]:
             f"or `dvc repro {name}`, then push again"
         )
     return {"remote": where, "stage": name, "pushed": int(pushed)}
+
+
+def pull(root: Path, outputs: list[str]) -> dict[str, Any]:
+    """`dvc pull` of DVC-tracked outputs (paths relative to `root`, e.g. data/validate_segments) from the remote."""
+    from dvc.exceptions import DvcException
+
+    with open_repo(root) as repo:
+        where = describe(repo.config)
+        try:
+            result = repo.pull(targets=[os.path.join(repo.root_dir, t) for t in outputs])
+        except DvcException as e:
+            raise RemoteError(f"dvc pull {' '.join(outputs)} from {where} failed: {e}") from e
+    return {"remote": where, "fetched": int(result.get("fetched", 0)) if isinstance(result, dict) else 0}
