@@ -19,15 +19,17 @@ import argparse
 import logging
 import shutil
 import statistics
-import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from scalevlm.config import Checked, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Problems, Range
 from scalevlm.core.rewards import reward_functions
+from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads, stage_main, write_json
+from scalevlm.training.checkpoints import CHECKPOINTS, find_resumable, fingerprint, prepare_outputs
 
 NAME = "train_grpo"
 INITS = ("vanilla", "scale")
@@ -35,6 +37,8 @@ SFT_MODELS = Path("models") / "train_sft"
 OUT_MODELS = Path("models") / NAME
 OUT_REPORT = Path("reports") / NAME
 log = logging.getLogger(NAME)
+# settings that do not change the trajectory: a checkpoint saved under other values may be resumed
+UNSHAPING = ("resume", "keep_checkpoints", "save_steps", "logging_steps", "torch_threads")
 
 
 @dataclass(frozen=True)
@@ -73,19 +77,21 @@ class Config(Checked):
     vllm_mode: Literal["colocate", "server"]
     trust_remote_code: bool
     torch_threads: NonNegativeInt  # CPU threads for torch; 0 = torch's default (see `scalevlm.runtime.set_torch_threads`)
+    save_steps: NonNegativeInt  # checkpoint every N steps (and at the end) so a killed run resumes; 0 = none
+    resume: bool  # resume from the newest complete checkpoint of an interrupted run with the same fingerprint
+    keep_checkpoints: bool  # keep checkpoints after a successful run
 
     def check(self) -> Problems:
         if self.batch_size % self.num_generations:
             yield "batch_size", f"{self.batch_size} must be a multiple of num_generations {self.num_generations}"
 
 
-def grpo_dataset(root: Path, limit: int | None) -> Any:
-    """Train split in TRL's vision prompt format plus the reward columns `answer`, `answer_type`, `choices`."""
+def grpo_dataset(root: Path, records: Sequence[Record]) -> Any:
+    """Records in TRL's vision prompt format plus the reward columns `answer`, `answer_type`, `choices`."""
     from datasets import Dataset, Image, List
 
-    from scalevlm.training.data import read_split, to_sft_rows
+    from scalevlm.training.data import to_sft_rows
 
-    records = read_split(root, "train", limit)
     rows = to_sft_rows(root, records)
     del rows["completion"]  # GRPO generates the completion; the target only feeds SFT
     rows["answer"] = [r.answer for r in records]
@@ -95,7 +101,7 @@ def grpo_dataset(root: Path, limit: int | None) -> Any:
 
 
 def grpo_config(cfg: Config, output_dir: Path, weights: list[float]) -> Any:
-    """Our settings → TRL's GRPOConfig (CPU-safe: bf16 only on CUDA, no checkpoints saved)."""
+    """Our settings → TRL's GRPOConfig (CPU-safe: bf16 only on CUDA; checkpoints under `output_dir`)."""
     import torch
     from trl import GRPOConfig
 
@@ -122,7 +128,9 @@ def grpo_config(cfg: Config, output_dir: Path, weights: list[float]) -> Any:
         bf16=on_cuda and cfg.dtype == "bfloat16",
         activation_checkpointing=cfg.gradient_checkpointing,
         logging_steps=cfg.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if cfg.save_steps > 0 else "no",
+        save_steps=max(cfg.save_steps, 1),
+        save_total_limit=None,  # checkpoints.CheckpointCallback keeps the newest, deleting older ones once it is complete
         report_to="none",  # DVCLive is attached as a callback of ours (no dvc.yaml edits, no git experiments)
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -146,13 +154,23 @@ def reward_summary(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def run_fingerprint(cfg: Config, init: str, sft_dir: Path, records: Sequence[Record]) -> str:
+    """What a resumed run must share with the interrupted one: settings, starting model, training records."""
+    from scalevlm.config import to_dict
+
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in UNSHAPING}
+    return fingerprint({NAME: settings, "init": init}, sft_dir, records)
+
+
 def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
-    """GRPO from models/train_sft/<init>; rewrites models/train_grpo/<init> and reports/train_grpo/<init>."""
-    from trl import GRPOTrainer
+    """GRPO from models/train_sft/<init>; rewrites models/train_grpo/<init> and reports/train_grpo/<init>, or
+    resumes them from the newest complete checkpoint of an interrupted run with the same fingerprint."""
+    from accelerate import PartialState
 
     from scalevlm.modeling import load_model_and_processor, save_model_and_processor
     from scalevlm.provenance import write_provenance
-    from scalevlm.training.trainer import StepDVCLiveCallback
+    from scalevlm.training.data import read_split
+    from scalevlm.training.trainer import CheckpointCallback, ResumableGRPOTrainer, StepDVCLiveCallback
 
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
@@ -164,32 +182,40 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
         {"format": cfg.reward_weights.format, "accuracy": cfg.reward_weights.accuracy, "length": cfg.reward_weights.length},
         cfg.max_think_chars,
     )
-    dataset = grpo_dataset(root, cfg.train_limit)
+    records = read_split(root, "train", cfg.train_limit)
+    dataset = grpo_dataset(root, records)
     model, processor = load_model_and_processor(sft_dir, cfg.trust_remote_code, cfg.dtype)
     # TRL left-pads prompt ids itself but builds the multimodal fields (mm_token_type_ids) with the processor's own
     # padding side: a right-padding tokenizer misaligns them and Qwen2-VL's rope index fails as soon as prompts
     # differ in length (images of different sizes). The original side is restored before saving.
     saved_side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "left"
     out_model, out_report = root / OUT_MODELS / init, root / OUT_REPORT / init
-    for folder in (out_model, out_report):
-        if folder.exists():
-            shutil.rmtree(folder)
-    out_report.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(prefix="grpo_") as scratch:  # TRL's output_dir: nothing kept (no checkpoints)
-        trainer = GRPOTrainer(
-            model=model,
-            reward_funcs=funcs,
-            args=grpo_config(cfg, Path(scratch), weights),
-            train_dataset=dataset,
-            processing_class=processor,
-            callbacks=[StepDVCLiveCallback(out_report / "dvclive")],  # curves per optimizer step, no DVC side effects
-        )
-        start = time.perf_counter()
-        trainer.train()
-        wall = time.perf_counter() - start
+    ckpt_dir = out_model / CHECKPOINTS
+    fp = run_fingerprint(cfg, init, sft_dir, records)
+    resume = find_resumable(ckpt_dir, fp, cfg.resume)
+    state = PartialState()
+    if state.is_main_process:
+        prepare_outputs((out_model, out_report), ckpt_dir, fp, resume)
+        out_report.mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
+    trainer = ResumableGRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=grpo_config(cfg, ckpt_dir, weights),
+        train_dataset=dataset,
+        processing_class=processor,
+        # curves per optimizer step, no DVC side effects; checkpoints count once complete
+        callbacks=[StepDVCLiveCallback(out_report / "dvclive", resume=resume is not None), CheckpointCallback()],
+    )
+    if resume:
+        log.info("train_grpo[%s]: resuming %s", init, resume)
+    start = time.perf_counter()
+    trainer.train_or_resume(resume)
+    wall = time.perf_counter() - start
     processor.tokenizer.padding_side = saved_side
     metrics = {
         "init": init,
+        "resumed_from": resume.name if resume else None,
         "wall_time_s": round(wall, 3),
         "steps": trainer.state.global_step,
         "train_samples": len(dataset),
@@ -202,15 +228,18 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
         save_model_and_processor(trainer.accelerator.unwrap_model(trainer.model), processor, out_model)
         write_provenance(out_model, NAME, cfg, root, {"init": init, "init_model": (SFT_MODELS / init).as_posix()})
         write_json(out_report / "metrics.json", metrics)
+        if not cfg.keep_checkpoints:  # only now: a kill before the final save resumes from the last checkpoint
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+    state.wait_for_everyone()
     log.info("GRPO from %s: %d steps in %.1fs, rewards %s", init, metrics["steps"], wall, metrics["rewards"])
-    return {k: metrics[k] for k in ("init", "wall_time_s", "steps", "rewards")}
+    return {k: metrics[k] for k in ("init", "resumed_from", "wall_time_s", "steps", "rewards")}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m stages.{NAME}", add_help=False)
     parser.add_argument("--init", required=True, choices=INITS, help="which SFT model to start from")
     args, rest = parser.parse_known_args(argv)
-    return stage_main(NAME, Config, lambda cfg, root: run(cfg, root, args.init), rest)
+    return stage_main(NAME, Config, lambda cfg, root: run(cfg, root, args.init), rest, item=args.init)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def grpo_cfg(**over: object) -> object:
     base = dict(seed=0, max_steps=2, learning_rate=1e-4, batch_size=8, num_generations=4, max_completion_length=12,
                 beta=0.0, temperature=1.0, loss_type="dapo", reward_weights=RewardWeights(format=0.5, accuracy=1.0, length=0.1),
                 max_think_chars=50, train_limit=8, logging_steps=1, gradient_checkpointing=False, dtype="float32", use_vllm=False, vllm_mode="colocate",
-                trust_remote_code=False, torch_threads=1)
+                trust_remote_code=False, torch_threads=1, save_steps=0, resume=False, keep_checkpoints=False)
     base.update(over)
     return Config(**base)
 

@@ -26,7 +26,7 @@ from scalevlm.training.labels import PieceDecoder, batch_segment_labels
 from stages import prepare_model, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID = GridConfig(enabled=True, n=0, seed=0, rows=2, cols=2, cell_px=16, p_red=0.45, p_blue=0.25, jitter=True, answer_step="copy")
+GRID = GridConfig(enabled=True, n=1, seed=0, rows=2, cols=2, cell_px=16, p_red=0.45, p_blue=0.25, jitter=True, answer_step="copy")
 SPEC = TinySpec(
     seed=0, vocab_size=300, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
     vision_embed_dim=64, vision_depth=1, vision_heads=4, vision_mlp_ratio=2, patch_size=8, merge_size=2,

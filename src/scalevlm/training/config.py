@@ -140,7 +140,7 @@ def sft_config(cfg: SFTSettings, output_dir: Path, world_size: int) -> Any:
         logging_steps=cfg.logging_steps,
         save_strategy="steps" if cfg.save_steps > 0 else "no",
         save_steps=max(cfg.save_steps, 1),
-        save_total_limit=1,
+        save_total_limit=None,  # checkpoints.CheckpointCallback keeps the newest, deleting older ones only once it is complete
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=cfg.dataloader_workers,

@@ -18,12 +18,10 @@ from typing import Any
 
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads
+from scalevlm.training.checkpoints import CHECKPOINTS, find_resumable, fingerprint, prepare_outputs
 from scalevlm.training.config import SFTSettings, lora_config, sft_config
 
 log = logging.getLogger(__name__)
-
-CHECKPOINTS = "checkpoints"
-FINGERPRINT = "fingerprint.txt"
 
 
 @dataclass(frozen=True)
@@ -34,32 +32,12 @@ class SFTPaths:
     live_dir: Path  # DVCLive folder (plots for `dvc plots`)
 
 
-def _resume_checkpoint(ckpt_dir: Path, fingerprint: str, allowed: bool) -> str | None:
-    """Newest checkpoint of an interrupted run with the same settings, else None."""
-    marker = ckpt_dir / FINGERPRINT
-    if not allowed or not marker.is_file() or marker.read_text().strip() != fingerprint:
-        return None
-    found = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(found[-1]) if found else None
-
-
-def _prepare_outputs(paths: SFTPaths, fingerprint: str, resume: str | None) -> None:
-    """Main process only: start from empty outputs unless resuming (then keep checkpoints and curves)."""
-    if resume is None:
-        for path in (paths.model_out, paths.live_dir):
-            if path.exists():
-                shutil.rmtree(path)
-    ckpt = paths.model_out / CHECKPOINTS
-    ckpt.mkdir(parents=True, exist_ok=True)
-    (ckpt / FINGERPRINT).write_text(fingerprint + "\n")
-
-
 def _last(history: list[dict[str, Any]], key: str) -> float | None:
     values = [h[key] for h in history if key in h and isinstance(h[key], int | float)]
     return float(values[-1]) if values else None
 
 
-def summarise(trainer: Any, wall_s: float, n_records: int, world_size: int, resumed: str | None) -> dict[str, Any]:
+def summarise(trainer: Any, wall_s: float, n_records: int, world_size: int, resumed: Path | None) -> dict[str, Any]:
     """Scalar results of a run (reports/train_sft/<method>/metrics.json)."""
     history = trainer.state.log_history
     steps = int(trainer.state.global_step)
@@ -69,7 +47,7 @@ def summarise(trainer: Any, wall_s: float, n_records: int, world_size: int, resu
         "steps": steps,
         "train_records": n_records,
         "world_size": world_size,
-        "resumed_from": Path(resumed).name if resumed else None,
+        "resumed_from": resumed.name if resumed else None,
         "wall_time_s": round(wall_s, 2),
         "steps_per_s": round(steps / wall_s, 3) if wall_s > 0 else None,
         "train_tokens": tokens,
@@ -104,18 +82,18 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths, records: Sequence[Re
 
     from scalevlm.modeling import load_model_and_processor
     from scalevlm.training.data import sft_dataset
-    from scalevlm.training.trainer import SCALeSFTTrainer, StepDVCLiveCallback
+    from scalevlm.training.trainer import CheckpointCallback, SCALeSFTTrainer, StepDVCLiveCallback
 
     # cpu=True on CPU-only machines, as TrainingArguments(use_cpu=True) would: under torchrun (WORLD_SIZE > 1) this
     # selects MULTI_CPU with the gloo backend; created first, it is the state the Trainer then shares.
     state = PartialState(cpu=not torch.cuda.is_available())
     world_size = state.num_processes
     cfg.validate(world_size)
-    fingerprint = cfg.fingerprint(method)
+    run_fingerprint = fingerprint({"train_sft": cfg.fingerprint(method)}, paths.base_model, records)
     ckpt_dir = paths.model_out / CHECKPOINTS
-    resume = _resume_checkpoint(ckpt_dir, fingerprint, cfg.resume)
+    resume = find_resumable(ckpt_dir, run_fingerprint, cfg.resume)
     if state.is_main_process:
-        _prepare_outputs(paths, fingerprint, resume)
+        prepare_outputs((paths.model_out, paths.live_dir), ckpt_dir, run_fingerprint, resume)
     state.wait_for_everyone()
 
     if not torch.cuda.is_available():
@@ -129,14 +107,14 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths, records: Sequence[Re
         train_dataset=dataset,
         processing_class=processor,
         peft_config=lora_config(cfg.lora),
-        callbacks=[StepDVCLiveCallback(paths.live_dir, resume=resume is not None)],
+        callbacks=[StepDVCLiveCallback(paths.live_dir, resume=resume is not None), CheckpointCallback()],
         method=method,
         scale=cfg.scale,
     )
     log.info("train_sft[%s]: %d records, %d steps, world size %d%s", method, len(records), cfg.max_steps, world_size,
              f", resuming {resume}" if resume else "")
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train_or_resume(resume)
     wall = time.perf_counter() - start
     save_final(trainer, processor, paths.model_out, cfg.lora.enabled)
     state.wait_for_everyone()

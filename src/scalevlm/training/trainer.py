@@ -1,4 +1,5 @@
-"""TRL glue for SFT: `SCALeSFTTrainer` (SCALe or vanilla loss through TRL's fused LM head) and the DVCLive callback.
+"""TRL glue: `SCALeSFTTrainer` (SCALe or vanilla loss through TRL's fused LM head), strict resume for it and for
+GRPO (`StrictResumeMixin`, `ResumableGRPOTrainer`), the checkpoint-completion callback and the DVCLive callback.
 
 How the global counts reach the loss (exact gradient accumulation and data parallelism):
 `Trainer` fetches all micro-batches of an optimizer step up front (`get_batch_samples`). There we compute each
@@ -11,23 +12,80 @@ accumulated gradient is therefore exactly that of one batch of `batch_size` samp
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 from transformers.integrations import DVCLiveCallback
-from trl import SFTTrainer
+from trl import GRPOTrainer, SFTTrainer
 
 from scalevlm.core.scale_loss import SegmentCounts, progress, scale_loss, schedule_weights, segment_counts
+from scalevlm.training.checkpoints import PREFIX, checkpoint_step, commit, load_model_weights, verify_adapter
 from scalevlm.training.config import ScaleSettings
 from scalevlm.training.labels import PieceDecoder, batch_segment_labels
 
 SEGMENTS_KEY = "segment_labels"
+log = logging.getLogger(__name__)
 
 
-class SCALeSFTTrainer(SFTTrainer):
+class StrictResumeMixin:
+    """Put before a `Trainer` subclass: resuming loads every model tensor or fails (`scalevlm.training.checkpoints`).
+
+    Overrides `Trainer._load_from_checkpoint`, a private method of transformers 5.23, because that is where the
+    checkpoint's weights are loaded with a non-strict `load_state_dict` under names that `save_pretrained` did not
+    write (0 of the tiny Qwen2-VL's tensors matched, silently). FSDP and DeepSpeed restore their own states, saved
+    under the model's own names (DeepSpeed strictly), and keep transformers' code; a PEFT adapter is loaded by
+    transformers/PEFT and then checked tensor by tensor.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        from peft import PeftModel
+
+        target = self.model if model is None else model  # type: ignore[attr-defined]
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # type: ignore[attr-defined]
+            super()._load_from_checkpoint(resume_from_checkpoint, model)  # type: ignore[misc]
+        elif isinstance(target, PeftModel):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)  # type: ignore[misc]
+            verify_adapter(target, Path(resume_from_checkpoint))
+        else:
+            load_model_weights(target, Path(resume_from_checkpoint))
+
+    def train_or_resume(self, checkpoint: Path | None) -> None:
+        """`train(resume_from_checkpoint=checkpoint)`, except from a checkpoint saved at max_steps: that one is only
+        loaded. transformers 5.23's loop tests for max_steps after a step, so resuming there trains a step too many."""
+        from transformers import TrainerState
+
+        finished = checkpoint is not None and (checkpoint_step(checkpoint) or 0) >= self.args.max_steps  # type: ignore[attr-defined]
+        if finished and not (self.is_fsdp_enabled or self.is_deepspeed_enabled):  # type: ignore[attr-defined]
+            self._load_from_checkpoint(str(checkpoint))
+            self.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))  # type: ignore[arg-type]
+            return
+        if finished:  # their states are restored inside train() only
+            log.warning("resuming the final checkpoint %s under FSDP/DeepSpeed trains one step past max_steps", checkpoint)
+        self.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)  # type: ignore[attr-defined]
+
+
+class CheckpointCallback(TrainerCallback):
+    """Once the Trainer saved checkpoint-<step> on every process, mark it complete and drop the older ones
+    (`checkpoints.commit`). Use with `save_total_limit=None`: the Trainer's own rotation runs before the marker
+    exists, so a kill in between would leave no complete checkpoint."""
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()  # rank > 0 writes its own RNG state into the checkpoint
+        if state.is_world_process_zero:
+            commit(Path(args.output_dir) / f"{PREFIX}{state.global_step}", state.global_step)
+        PartialState().wait_for_everyone()
+
+
+class SCALeSFTTrainer(StrictResumeMixin, SFTTrainer):
     """SFTTrainer whose loss is SCALe (`method="scale"`) or the plain token mean (`method="vanilla"`).
+
+    Resuming from a checkpoint restores every model tensor or fails (`checkpoints.StrictResumeMixin`).
 
     Both methods run the same code path (TRL's fused LM head, no [B, T, V] logits) and log the same per-segment
     statistics, so vanilla and SCALe curves are comparable. Logged every `logging_steps` (averaged over the
@@ -148,6 +206,10 @@ class SCALeSFTTrainer(SFTTrainer):
             if sum(counts) > 0:
                 metrics[name] = [sum(sums) / sum(counts)]
         super().log(logs, start_time)
+
+
+class ResumableGRPOTrainer(StrictResumeMixin, GRPOTrainer):
+    """TRL's GRPOTrainer whose resume restores every model tensor or fails (`checkpoints.StrictResumeMixin`)."""
 
 
 class StepDVCLiveCallback(DVCLiveCallback):
