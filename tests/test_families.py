@@ -16,6 +16,7 @@ from families import FAMILIES, build_family
 from scalevlm.records import ImageStore, Record, write_records
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _records(root: Path, n: int) -> dict[str, list[Record]]:
@@ -108,3 +109,47 @@ def test_prompt_ids_identical_in_sft_grpo_and_evaluation(project: tuple[Path, di
     assert grpo_prompt_ids(trainer, root, record) == sft
     bos = processor.tokenizer.bos_token_id
     assert sft.count(bos) == (1 if family == "gemma3" else 0)  # Gemma-3's template holds its one BOS
+
+
+def _params(hub_dir: Path) -> dict:
+    """The project's params.yaml with only what a user changes for a real model (the model) plus smoke sizes."""
+    from scalevlm.config import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    params["prepare_model"]["name_or_path"] = str(hub_dir)
+    params["train_sft"].update(max_steps=2, batch_size=4, logging_steps=1, save_steps=0, train_limit=8, resume=False)
+    params["train_grpo"].update(max_steps=1, batch_size=4, num_generations=2, max_completion_length=12, train_limit=4,
+                                logging_steps=1, save_steps=0, resume=False)
+    params["evaluate"].update(batch_size=4, max_new_tokens=12, max_samples=4, device="cpu")
+    return params
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_runs_every_stage(project: tuple[Path, dict[str, Path]], family: str, tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    from scalevlm.config import load_config
+    from scalevlm.modeling import load_model_and_processor
+    from stages import evaluate, prepare_model, train_grpo, train_sft
+
+    src, hub = project
+    root = tmp_path / "root"
+    shutil.copytree(src / "data", root / "data")
+    params = _params(hub[family])
+    summary = prepare_model.run(load_config(prepare_model.Config, params, "prepare_model"), root)
+    assert summary["tags_single_tokens"] is False  # the real-vocabulary case: tags split into several tokens
+    sft = load_config(train_sft.Config, params, "train_sft")
+    for method in ("vanilla", "scale"):
+        metrics = train_sft.run(sft, root, method)
+        assert metrics["steps"] == 2 and metrics["final_loss_think"] is not None and metrics["final_loss_answer"] is not None
+    lora = dataclasses.replace(sft, lora=dataclasses.replace(sft.lora, enabled=True))
+    train_sft.run(lora, root, "scale")  # the LoRA arm replaces the full-fine-tuning one; GRPO starts from it merged
+    grpo = train_grpo.run(load_config(train_grpo.Config, params, "train_grpo"), root, "scale")
+    assert grpo["steps"] == 1
+    for arm in ("sft-vanilla", "grpo-scale"):
+        result = evaluate.run(load_config(evaluate.Config, params, "evaluate"), root, arm)
+        assert result["n"] == 4
+    _, processor = load_model_and_processor(root / "models" / "train_grpo" / "scale")
+    assert type(processor).__name__ == {"qwen2_5_vl": "Qwen2_5_VLProcessor", "llava_next": "LlavaNextProcessor",
+                                        "gemma3": "Gemma3Processor"}[family]
