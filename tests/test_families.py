@@ -153,3 +153,27 @@ def test_family_runs_every_stage(project: tuple[Path, dict[str, Path]], family: 
     _, processor = load_model_and_processor(root / "models" / "train_grpo" / "scale")
     assert type(processor).__name__ == {"qwen2_5_vl": "Qwen2_5_VLProcessor", "llava_next": "LlavaNextProcessor",
                                         "gemma3": "Gemma3Processor"}[family]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_default_targets_only_the_language_model(project: tuple[Path, dict[str, Path]], family: str) -> None:
+    import dataclasses
+
+    from peft import get_peft_model
+
+    from scalevlm.config import load_config
+    from scalevlm.modeling import load_model_and_processor
+    from scalevlm.training.config import lora_config
+    from stages import train_sft
+
+    _, hub = project
+    lora = dataclasses.replace(load_config(train_sft.Config, _params(hub[family]), "train_sft").lora, enabled=True)
+    model, _ = load_model_and_processor(hub[family])
+    names = tuple(lora.target_modules)
+    same_named = [n for n, _ in model.named_modules() if n.rsplit(".", 1)[-1] in names]
+    adapted = [n for n, m in get_peft_model(model, lora_config(lora)).named_modules() if hasattr(m, "lora_A")]
+    text_layers = model.config.get_text_config().num_hidden_layers
+    assert len(adapted) == text_layers * len(names)
+    assert all(".language_model." in n for n in adapted)
+    if family != "qwen2_5_vl":  # CLIP / SigLIP towers use the same names: plain names would have adapted them too
+        assert any("vision_tower" in n for n in same_named)

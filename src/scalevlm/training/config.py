@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -149,12 +150,34 @@ def sft_config(cfg: SFTSettings, output_dir: Path, world_size: int) -> Any:
     )
 
 
+def load_dtype(precision: str) -> str:
+    """dtype the base weights are loaded in for training: bf16 on CUDA when training in bf16, else fp32.
+
+    Loading in fp32 and training under bf16 autocast keeps fp32 weights, gradients and Adam moments (16 bytes per
+    parameter: 112 GB for a 7B model). Loaded in bf16, full fine-tuning needs 8 bytes/parameter (weights,
+    gradients and AdamW moments in bf16) and LoRA ~2 bytes/parameter for the frozen base, while peft keeps the
+    adapters, the only weights the optimizer updates, in fp32. On CPU the weights stay fp32.
+    """
+    return "bfloat16" if use_bf16(precision) and torch.cuda.is_available() else "float32"
+
+
+def lora_target_modules(names: tuple[str, ...] | list[str]) -> str:
+    """peft `target_modules` (a full-match regex) for the projections `names` of the LANGUAGE MODEL only.
+
+    The vision towers use the same names (CLIP in LLaVA-NeXT and SigLIP in Gemma-3 have q_proj/k_proj/v_proj), so
+    plain names would adapt them too. transformers' VLM classes (Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT, Gemma-3) keep the
+    text decoder under `language_model` (e.g. `model.language_model.layers.0.self_attn.q_proj`), the towers under
+    `visual` / `vision_tower`: the scope is the same for every family.
+    """
+    alternatives = "|".join(re.escape(n) for n in names)
+    return rf"(?:.*\.)?language_model\.(?:.*\.)?(?:{alternatives})"
+
+
 def lora_config(cfg: LoraSettings) -> Any | None:
-    """peft `LoraConfig` for the language model's projections, or None when LoRA is off."""
+    """peft `LoraConfig` for the language model's projections (`lora_target_modules`), or None when LoRA is off."""
     if not cfg.enabled:
         return None
     from peft import LoraConfig
 
-    return LoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules), task_type="CAUSAL_LM"
-    )
+    return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      target_modules=lora_target_modules(cfg.target_modules), task_type="CAUSAL_LM")

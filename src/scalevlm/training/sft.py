@@ -19,7 +19,7 @@ from typing import Any
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads
 from scalevlm.training.checkpoints import CHECKPOINTS, find_resumable, fingerprint, prepare_outputs
-from scalevlm.training.config import SFTSettings, lora_config, sft_config
+from scalevlm.training.config import SFTSettings, load_dtype, lora_config, sft_config
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths, records: Sequence[Re
     if not torch.cuda.is_available():
         set_torch_threads(cfg.torch_threads)
     set_seed(cfg.seed)
-    model, processor = load_model_and_processor(paths.base_model, dtype="float32")
+    model, processor = load_model_and_processor(paths.base_model, dtype=load_dtype(cfg.precision))
     dataset = sft_dataset(paths.root, records)
     trainer = SCALeSFTTrainer(
         model=model,
