@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import statistics
 import time
 from collections.abc import Sequence
@@ -29,7 +28,14 @@ from scalevlm.config import Checked, NonNegativeFloat, NonNegativeInt, PositiveF
 from scalevlm.core.rewards import reward_functions
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads, stage_main, write_json
-from scalevlm.training.checkpoints import CHECKPOINTS, find_resumable, fingerprint, prepare_outputs
+from scalevlm.training.checkpoints import (
+    CHECKPOINTS,
+    clear_staging,
+    find_resumable,
+    fingerprint,
+    prepare_outputs,
+    publish_model,
+)
 
 NAME = "train_grpo"
 INITS = ("vanilla", "scale")
@@ -195,7 +201,7 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
     resume = find_resumable(ckpt_dir, fp, cfg.resume)
     state = PartialState()
     if state.is_main_process:
-        prepare_outputs((out_model, out_report), ckpt_dir, fp, resume)
+        prepare_outputs((out_report,), ckpt_dir, fp, resume)  # the previous model stays until the new one is whole
         out_report.mkdir(parents=True, exist_ok=True)
     state.wait_for_everyone()
     trainer = ResumableGRPOTrainer(
@@ -225,11 +231,12 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
     }
     if trainer.accelerator.is_main_process:  # under `accelerate launch` only one process writes
         (out_report / "dvclive" / "metrics.json").unlink(missing_ok=True)  # duplicate of our metrics.json
-        save_model_and_processor(trainer.accelerator.unwrap_model(trainer.model), processor, out_model)
-        write_provenance(out_model, NAME, cfg, root, {"init": init, "init_model": (SFT_MODELS / init).as_posix()})
+        staging = clear_staging(out_model)
+        save_model_and_processor(trainer.accelerator.unwrap_model(trainer.model), processor, staging)
+        write_provenance(staging, NAME, cfg, root, {"init": init, "init_model": (SFT_MODELS / init).as_posix()})
+        # one rename: a kill before it resumes from the last checkpoint, which is deleted only now (unless kept)
+        publish_model(out_model, cfg.keep_checkpoints)
         write_json(out_report / "metrics.json", metrics)
-        if not cfg.keep_checkpoints:  # only now: a kill before the final save resumes from the last checkpoint
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
     state.wait_for_everyone()
     log.info("GRPO from %s: %d steps in %.1fs, rewards %s", init, metrics["steps"], wall, metrics["rewards"])
     return {k: metrics[k] for k in ("init", "resumed_from", "wall_time_s", "steps", "rewards")}

@@ -208,10 +208,20 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+    replace_dir(tmp, path)
+
+
+def replace_dir(new: Path, path: Path, keep: tuple[str, ...] = ()) -> None:
+    """Put the complete folder `new` at `path` (two renames), carrying the entries named in `keep` over from the
+    previous `path`, then delete the previous one."""
     old = _tmp_sibling(path, "old")
+    _remove(old)
     if path.exists() or path.is_symlink():
         os.replace(path, old)
-    os.replace(tmp, path)
+    os.replace(new, path)
+    for name in keep:
+        if (old / name).exists() and not (path / name).exists():
+            os.replace(old / name, path / name)
     _remove(old)
 
 

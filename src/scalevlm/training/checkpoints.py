@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scalevlm.errors import PipelineError
+from scalevlm.guard import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +146,12 @@ def find_resumable(ckpt_dir: Path, run_fingerprint: str, allowed: bool) -> Path 
 
 
 def prepare_outputs(clear: Sequence[Path], ckpt_dir: Path, run_fingerprint: str, resume: Path | None) -> None:
-    """Main process only. A fresh run empties `clear` (its outputs); a resumed one deletes every checkpoint folder
+    """Main process only. A fresh run empties `clear` (e.g. its curves) and the checkpoints — the previous final
+    model stays in place until `publish_model` replaces it whole; a resumed one deletes every checkpoint folder
     but `resume` (incomplete ones would otherwise be written into, stale files and all). Then records the
     fingerprint that later runs compare with."""
     if resume is None:
-        for path in clear:
+        for path in (*clear, ckpt_dir):
             if path.exists():
                 shutil.rmtree(path)
     else:
@@ -206,3 +208,26 @@ def verify_adapter(model: Any, folder: Path) -> None:
     if matched != len(own) or len(saved) != len(own):
         raise CheckpointError(f"checkpoint {folder}: {matched} of {len(own)} adapter tensors restored ({len(saved)} "
                               "in the file); delete it (or set resume: false) to start over.")
+
+
+# -- the final model ------------------------------------------------------------------------------------------------
+
+
+def staging_folder(out: Path) -> Path:
+    """Where the final model is assembled before it replaces `out`: a hidden sibling, the same path on every rank
+    (all ranks take part in saving a sharded model). Main process: call `clear_staging` first."""
+    return out.with_name(f".{out.name}.new-final")
+
+
+def clear_staging(out: Path) -> Path:
+    """Main process: remove a staging folder left by a run killed while saving; returns the (empty) path."""
+    staging = staging_folder(out)
+    if staging.exists():
+        shutil.rmtree(staging)
+    return staging
+
+
+def publish_model(out: Path, keep_checkpoints: bool) -> None:
+    """Main process: the model assembled in `staging_folder(out)` replaces `out` in one rename; the previous
+    folder's checkpoints go with it unless `keep_checkpoints` (they only matter until the final model exists)."""
+    replace_dir(staging_folder(out), out, keep=(CHECKPOINTS,) if keep_checkpoints else ())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +17,15 @@ from typing import Any
 
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads
-from scalevlm.training.checkpoints import CHECKPOINTS, find_resumable, fingerprint, prepare_outputs
+from scalevlm.training.checkpoints import (
+    CHECKPOINTS,
+    clear_staging,
+    find_resumable,
+    fingerprint,
+    prepare_outputs,
+    publish_model,
+    staging_folder,
+)
 from scalevlm.training.config import SFTSettings, load_dtype, lora_config, sft_config
 
 log = logging.getLogger(__name__)
@@ -93,7 +100,8 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths, records: Sequence[Re
     ckpt_dir = paths.model_out / CHECKPOINTS
     resume = find_resumable(ckpt_dir, run_fingerprint, cfg.resume)
     if state.is_main_process:
-        prepare_outputs((paths.model_out, paths.live_dir), ckpt_dir, run_fingerprint, resume)
+        prepare_outputs((paths.live_dir,), ckpt_dir, run_fingerprint, resume)
+        clear_staging(paths.model_out)
     state.wait_for_everyone()
 
     if not torch.cuda.is_available():
@@ -116,10 +124,9 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths, records: Sequence[Re
     start = time.perf_counter()
     trainer.train_or_resume(resume)
     wall = time.perf_counter() - start
-    save_final(trainer, processor, paths.model_out, cfg.lora.enabled)
+    save_final(trainer, processor, staging_folder(paths.model_out), cfg.lora.enabled)  # every rank takes part
     state.wait_for_everyone()
     if state.is_main_process:
-        if not cfg.keep_checkpoints:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        publish_model(paths.model_out, cfg.keep_checkpoints)  # the previous model stays until this one is whole
         (paths.live_dir / "metrics.json").unlink(missing_ok=True)  # duplicate of the stage's metrics.json
     return summarise(trainer, wall, len(records), world_size, resume), json.loads(json.dumps(trainer.state.log_history))
