@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import shutil
 import statistics
 import time
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems
 from scalevlm.core.answers import is_correct, is_parseable
 from scalevlm.core.rewards import extract_answer
 from scalevlm.core.segments import parse_completion
+from scalevlm.guard import atomic_dir
 from scalevlm.inference import Generation, GenerationOptions, generate
 from scalevlm.records import Record, write_jsonl
 from scalevlm.runtime import set_torch_threads, stage_main, write_json
@@ -171,11 +171,9 @@ def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
     records = read_split(root, "test", cfg.max_samples)
     rows, metrics = evaluate_model(cfg, root, model_dir, records, arm)
     metrics.update(arm=arm, model_dir=ARM_MODELS[arm].as_posix())
-    out = root / OUT_REPORT / arm
-    if out.exists():
-        shutil.rmtree(out)
-    write_jsonl(out / "predictions.jsonl", rows)
-    write_json(out / "metrics.json", metrics)
+    with atomic_dir(root / OUT_REPORT / arm) as staging:  # the previous report stays whole until this one is
+        write_jsonl(staging / "predictions.jsonl", rows)
+        write_json(staging / "metrics.json", metrics)
     log.info("%s: accuracy %.3f, format %.3f on %d samples in %.1fs", arm, metrics["accuracy"],
              metrics["format_compliance"], len(rows), metrics["generation_wall_time_s"])
     return {k: metrics[k] for k in ("arm", "n", "accuracy", "format_compliance", "answer_parse_rate", "generation_wall_time_s")}
@@ -185,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m stages.{NAME}", add_help=False)
     parser.add_argument("--arm", required=True, choices=sorted(ARM_MODELS), help="which trained model to evaluate")
     args, rest = parser.parse_known_args(argv)
-    return stage_main(NAME, Config, lambda cfg, root: run(cfg, root, args.arm), rest)
+    return stage_main(NAME, Config, lambda cfg, root: run(cfg, root, args.arm), rest, item=args.arm)
 
 
 if __name__ == "__main__":
