@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--method", choices=METHODS, default="scale", help="the matrix arm: vanilla or scale")
     known, rest = parser.parse_known_args(argv)
-    return stage_main(NAME, Config, functools.partial(run, method=known.method), rest)
+    return stage_main(NAME, Config, functools.partial(run, method=known.method), rest, item=known.method)
 
 
 if __name__ == "__main__":
