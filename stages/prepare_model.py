@@ -20,9 +20,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from scalevlm.config import Checked, Problems, Range, Text
+from scalevlm.config import Checked, PositiveInt, Problems, Range, Text
 from scalevlm.guard import atomic_dir
 from scalevlm.modeling import TinySpec, build_tiny, load_model_and_processor, save_model_and_processor
+from scalevlm.modeling.images import set_pixel_bounds, visual_tokens
 from scalevlm.provenance import write_provenance
 from scalevlm.runtime import stage_main, write_json
 from scalevlm.training.data import read_split, training_text
@@ -40,8 +41,12 @@ class Config(Checked):
     trust_remote_code: bool
     dtype: Literal["auto", "float32", "bfloat16", "float16"]  # dtype of the saved weights (hub models)
     tiny: TinySpec  # a modeling type; its sizes are checked here, with the same rules for every source
+    min_pixels: PositiveInt | None  # Qwen2-VL / Qwen2.5-VL image processors: total-pixel bounds; null = the model's
+    max_pixels: PositiveInt | None
 
     def check(self) -> Problems:
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            yield "min_pixels", f"{self.min_pixels} is above max_pixels {self.max_pixels}"
         sizes = [(f.name, getattr(self.tiny, f.name)) for f in fields(self.tiny) if f.name not in ("seed", "rope_theta")]
         problems = [(f"tiny.{k}", p) for k, v in sizes if (p := Range(ge=1).problem(v))]
         problems += [(f"tiny.{k}", p) for k, rule in (("seed", Range(ge=0)), ("rope_theta", Range(gt=0)))
@@ -71,6 +76,7 @@ def _build(cfg: Config, root: Path) -> tuple[Any, Any, dict[str, Any]]:
 def run(cfg: Config, root: Path) -> dict[str, Any]:
     start = time.perf_counter()
     model, processor, extra = _build(cfg, root)
+    set_pixel_bounds(processor, cfg.min_pixels, cfg.max_pixels)  # saved with the processor: every stage uses them
     out = root / OUT_MODEL
     with atomic_dir(out) as staging:  # the previous model stays in place until this one is complete
         save_model_and_processor(model, processor, staging)
@@ -89,6 +95,7 @@ def _describe(cfg: Config, model: Any, processor: Any, extra: dict[str, Any]) ->
         "processor_class": type(processor).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
+        "image_tokens_64x64": visual_tokens(processor, 64, 64),  # the processor resizes; see README, moving to a real model
         "tags_single_tokens": all(len(tokenizer.encode(t, add_special_tokens=False)) == 1 for t in ("<think>", "</think>", "<answer>", "</answer>")),
         **extra,
     }

@@ -122,6 +122,8 @@ INVALID: dict[str, list[Any]] = {
     **{f"{TINY}.{k}": [0, -1, *NOT_INT] for k in SIZES},
     f"{TINY}.seed": [-1, *NOT_INT],
     f"{TINY}.rope_theta": [0, -1.0, *NOT_FLOAT],
+    "prepare_model.min_pixels": [0, -1, *NOT_OPT_INT],
+    "prepare_model.max_pixels": [0, -1, *NOT_OPT_INT],
     # train_sft
     f"{SFT}.seed": [-1, *NOT_INT],
     f"{SFT}.max_steps": [0, -1, *NOT_INT],

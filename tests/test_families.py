@@ -139,6 +139,7 @@ def test_family_runs_every_stage(project: tuple[Path, dict[str, Path]], family: 
     params = _params(hub[family])
     summary = prepare_model.run(load_config(prepare_model.Config, params, "prepare_model"), root)
     assert summary["tags_single_tokens"] is False  # the real-vocabulary case: tags split into several tokens
+    assert summary["image_tokens_64x64"] == TINY_TOKENS_64[family]
     sft = load_config(train_sft.Config, params, "train_sft")
     for method in ("vanilla", "scale"):
         metrics = train_sft.run(sft, root, method)
@@ -177,3 +178,52 @@ def test_lora_default_targets_only_the_language_model(project: tuple[Path, dict[
     assert all(".language_model." in n for n in adapted)
     if family != "qwen2_5_vl":  # CLIP / SigLIP towers use the same names: plain names would have adapted them too
         assert any("vision_tower" in n for n in same_named)
+
+
+# Image tokens of one 64×64 image in the tiny fixtures (README: moving to a real model)
+TINY_TOKENS_64 = {"qwen2_5_vl": 4, "llava_next": 24, "gemma3": 4}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_image_tokens_with_the_real_image_processor_settings(project: tuple[Path, dict[str, Path]], family: str) -> None:
+    """What the README states per family, from each family's published image-processor settings (no weights)."""
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from scalevlm.modeling.images import visual_tokens
+    from scalevlm.modeling.loader import load_processor
+
+    processor = load_processor(str(project[1][family]))
+    assert visual_tokens(processor, 64, 64) == TINY_TOKENS_64[family]
+    if family == "qwen2_5_vl":  # Qwen/Qwen2.5-VL-3B-Instruct: patch 14, merge 2, min_pixels 3136
+        processor.image_processor = Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=12845056)
+        assert [visual_tokens(processor, s, s) for s in (64, 224, 448)] == [4, 64, 256]
+    elif family == "llava_next":  # llava-hf/llava-v1.6-mistral-7b-hf: CLIP 336 px, patch 14, anyres up to 672
+        processor.image_processor = LlavaNextImageProcessorPil(size={"shortest_edge": 336},
+                                                               crop_size={"height": 336, "width": 336})
+        assert [visual_tokens(processor, s, s) for s in (64, 448)] == [1176, 2928]
+    else:  # Gemma-3: every image is resized to one square; tokens = config.mm_tokens_per_image (256 for 4B)
+        assert {visual_tokens(processor, s, s) for s in (32, 64, 224)} == {4}
+
+
+def test_pixel_bounds_from_params(project: tuple[Path, dict[str, Path]], tmp_path: Path) -> None:
+    import shutil
+
+    from scalevlm.config import load_config
+    from scalevlm.errors import PipelineError
+    from scalevlm.modeling.images import visual_tokens
+    from scalevlm.modeling.loader import load_processor
+    from stages import prepare_model
+
+    src, hub = project
+    root = tmp_path / "root"
+    shutil.copytree(src / "data", root / "data")
+    params = _params(hub["qwen2_5_vl"])
+    params["prepare_model"].update(min_pixels=784, max_pixels=784)  # one merged 28×28 patch per image
+    assert prepare_model.run(load_config(prepare_model.Config, params, "prepare_model"), root)["image_tokens_64x64"] == 1
+    saved = load_processor(str(root / "models" / "prepare_model"))  # every later stage loads these bounds
+    assert visual_tokens(saved, 448, 448) == 1
+    params = _params(hub["llava_next"])
+    params["prepare_model"]["max_pixels"] = 784
+    with pytest.raises(PipelineError, match="LlavaNextImageProcessor.*no pixel bounds"):
+        prepare_model.run(load_config(prepare_model.Config, params, "prepare_model"), root)

@@ -56,7 +56,8 @@ def make_project(root: Path, n_train: int = 12, n_val: int = 4) -> Path:
             rel = "data/curate_dataset/" + store.put(image)
             records.append(Record(f"synthetic/{split}-{i:03d}", (rel,), question, think, answer, "integer", None, "synthetic", split))
         write_records(root / "data" / "validate_segments" / f"{split}.jsonl", records)
-    cfg = prepare_model.Config(name_or_path="tiny", trust_remote_code=False, dtype="auto", tiny=SPEC)
+    cfg = prepare_model.Config(name_or_path="tiny", trust_remote_code=False, dtype="auto", tiny=SPEC, min_pixels=None,
+                               max_pixels=None)
     prepare_model.run(cfg, root)
     return root
 
