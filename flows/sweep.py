@@ -5,15 +5,14 @@
 A sweep spec (YAML): `name`, `grid` (dotted params key → values), `seeds`, `seed_params` (keys set to the seed),
 `targets` (stages to reproduce; empty = all), `jobs` (parallel queue workers). Each experiment is
 `dvc exp run --queue -n <name>-<i>-s<seed> -S key=value …`; `dvc queue start -j <jobs>` runs them in isolated
-temporary workspaces; `dvc exp show --json` is the record of what ran, and `scalevlm.study` turns it into the
-report, so the report's numbers are the experiments' numbers.
+temporary workspaces; `dvc exp show --json` (all DVC calls go through `flows.dvc_cli`) tracks their queue states
+and is the record of what ran, and `scalevlm.study` turns it into the report, so the report's numbers are the
+experiments' numbers.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,10 @@ from typing import Any
 import yaml
 from prefect import flow, get_run_logger, task
 
-from flows.pipeline import stage_env
+from flows import dvc_cli
 from scalevlm.core.seeds import Experiment, expand
+from scalevlm.facts import STUDY_REPORTS
 
-DVC = [sys.executable, "-m", "dvc"]
 SPEC_KEYS = {"name", "grid", "seeds", "seed_params", "targets", "jobs"}
 
 
@@ -40,48 +39,50 @@ def experiments(spec: dict[str, Any]) -> list[Experiment]:
     return expand(spec["grid"] or {}, list(spec["seeds"]), list(spec["seed_params"]), prefix=spec["name"])
 
 
-def _dvc(root: Path, *args: str) -> str:
-    result = subprocess.run([*DVC, *args], cwd=root, capture_output=True, text=True, env=stage_env())
-    if result.returncode != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    return result.stdout
-
-
 @task(task_run_name="queue {exp.name}")
 def queue_experiment(exp: Experiment, targets: list[str], root: str) -> str:
-    _dvc(Path(root), "exp", "run", "--queue", "-n", exp.name, *exp.set_args(), *targets)
+    dvc_cli.queue_experiment(Path(root), exp.name, exp.set_args(), targets)
     return exp.name
 
 
 def existing_experiments(root: Path) -> set[str]:
     """Names of experiments already in the repository (any commit): a re-run sweep only adds what is missing."""
-    return set(_dvc(root, "exp", "list", "--all-commits", "--name-only").split())
+    return dvc_cli.experiment_names(root)
+
+
+def queue_progress(runs: list[dvc_cli.ExpRun], names: list[str]) -> tuple[list[dvc_cli.ExpRun], list[dvc_cli.ExpRun]]:
+    """(experiments still queued or running, experiments of `names` that failed and have no successful run)."""
+    active = [r for r in runs if r.state in ("queued", "running")]
+    succeeded = {r.name for r in runs if r.state == "success"}
+    return active, [r for r in runs if r.state == "failed" and r.name in names and r.name not in succeeded]
 
 
 @task(task_run_name="run the DVC queue")
-def run_queue(jobs: int, root: str, timeout_s: float) -> None:
-    """Start `jobs` queue workers and wait until nothing is queued or running (bounded by `timeout_s`)."""
+def run_queue(jobs: int, root: str, timeout_s: float, names: list[str]) -> None:
+    """Start `jobs` queue workers and wait until no experiment is queued or running (bounded by `timeout_s`).
+
+    States come from `dvc exp show --json`. One of `names` (this sweep's experiments) that failed and has no
+    successful run fails the task; failures that earlier sweeps left in the queue are not this sweep's."""
     logger = get_run_logger()
-    _dvc(Path(root), "queue", "start", "-j", str(jobs))
+    project = Path(root)
+    dvc_cli.queue_start(project, jobs)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = _dvc(Path(root), "queue", "status")
-        active = [line for line in status.splitlines() if " Queued " in f" {line} " or " Running " in f" {line} "]
+        active, failed = queue_progress(dvc_cli.parse_experiments(dvc_cli.exp_show(project)), names)
         if not active:
-            failed = [line for line in status.splitlines() if " Failed " in f" {line} "]
             if failed:
-                raise RuntimeError("experiments failed:\n" + "\n".join(failed) + "\nsee `dvc queue logs <name>`")
+                lines = "\n".join(f"{r.name} (log: {r.log})" for r in failed)
+                raise RuntimeError(f"experiments failed:\n{lines}\nsee `dvc queue logs <name>`")
             return
         logger.info("%d experiments queued or running", len(active))
         time.sleep(10)
-    _dvc(Path(root), "queue", "stop", "--kill")
+    dvc_cli.queue_kill(project)
     raise TimeoutError(f"the experiment queue did not finish within {timeout_s:.0f} s")
 
 
 @task(task_run_name="collect dvc exp show")
 def collect(root: str) -> list[dict[str, Any]]:
-    # --all-commits: experiments hang off the commit they were queued from, which need not be HEAD any more
-    return json.loads(_dvc(Path(root), "exp", "show", "--json", "--no-fetch", "--all-commits"))
+    return dvc_cli.exp_show(Path(root))
 
 
 @flow(name="scalevlm-sweep", log_prints=True)
@@ -97,13 +98,13 @@ def sweep(spec_path: str, root: str = ".", timeout_s: float = 6 * 3600, report: 
         todo = [exp for exp in experiments(spec) if exp.name not in done]
         names = [queue_experiment(exp, list(spec["targets"] or []), str(project)) for exp in todo]
         if names:
-            run_queue(int(spec["jobs"]), str(project), timeout_s)
+            run_queue(int(spec["jobs"]), str(project), timeout_s, names)
     shown = collect(str(project))
     out: dict[str, Any] = {"queued": names}
     if report:
         from scalevlm.study import write_report
 
-        out["report"] = str(write_report(spec, shown, project / "reports" / "study" / spec["name"]))
+        out["report"] = str(write_report(spec, shown, project / STUDY_REPORTS / spec["name"]))
     return out
 
 

@@ -78,6 +78,7 @@ def flow_runs(env: dict[str, str], body: dict) -> list[dict]:
 
 def test_deploy_schedule_and_run_smoke_through_a_process_worker(server: dict[str, str], tmp_path: Path) -> None:
     project = copy_project(tmp_path / "project")
+    params = (project / "params.yaml").read_bytes()
     env = {**server, "SCALEVLM_ROOT": str(project)}
     prefect(env, project, "work-pool", "create", "scalevlm-process", "--type", "process")
     prefect(env, project, "--no-prompt", "deploy", "--all")
@@ -108,3 +109,4 @@ def test_deploy_schedule_and_run_smoke_through_a_process_worker(server: dict[str
     assert run["state"]["type"] == "COMPLETED", worker_out[-3000:]
     metrics = json.loads((project / "reports/curate_dataset/metrics.json").read_text())
     assert metrics["input"] == 400, "the smoke profile (400 grid samples) was applied"
+    assert (project / "params.yaml").read_bytes() == params, "the profile held params.yaml for the run only"

@@ -107,3 +107,115 @@ def test_unknown_profile_is_an_error_naming_the_choices(project: Path) -> None:
     (project / "profiles/bad.yaml").write_text("promote:\n  nope: 1\n")
     with pytest.raises(ValueError, match="key 'nope' does not exist"):
         apply_profile(project, "bad")
+
+
+COMMENTED_PARAMS = """\
+# thresholds of the gate; comments must survive a profile run
+promote:
+  candidate: sft-scale   # the arm that is registered
+  artifact: vlm
+  stage: prod
+  rules:
+    min_accuracy: 0.95     # strict on purpose
+    format_floor: 0.9
+    tracked_metrics: [accuracy]
+    max_regression: 0.0
+    require_significant: true
+    alpha: 0.05
+    n_bootstrap: 500
+    seed: 0
+"""
+
+
+def _smoke_profile(project: Path) -> None:
+    (project / "profiles").mkdir(exist_ok=True)
+    (project / "profiles/smoke.yaml").write_text("promote:\n  rules:\n    min_accuracy: 0.1\n    n_bootstrap: 100\n")
+
+
+def test_profile_values_hold_inside_the_block_and_params_bytes_come_back(project: Path) -> None:
+    from flows.pipeline import profile_applied
+
+    _smoke_profile(project)
+    params = project / "params.yaml"
+    params.write_text(COMMENTED_PARAMS)
+    original = params.read_bytes()
+    with profile_applied(project, "smoke") as overlay:
+        inside = params.read_text()
+        assert overlay == {"promote": {"rules": {"min_accuracy": 0.1, "n_bootstrap": 100}}}
+        assert yaml.safe_load(inside)["promote"]["rules"]["min_accuracy"] == 0.1
+        assert "# strict on purpose" in inside and "# thresholds of the gate" in inside, "comments kept during the run"
+    assert params.read_bytes() == original
+    with pytest.raises(RuntimeError, match="stage failed"), profile_applied(project, "smoke"):
+        raise RuntimeError("stage failed")
+    assert params.read_bytes() == original, "a failed run puts params.yaml back too"
+    assert not (project / ".scalevlm/profile/state.json").exists()
+
+
+def test_project_params_keep_every_comment_and_get_the_old_merge_values(project_root: Path) -> None:
+    """The round-trip edit gives the values the old safe_load/merge/safe_dump gave, and keeps the file's text."""
+    from flows.pipeline import _merge, _overlaid, load_profile
+
+    text = (project_root / "params.yaml").read_text()
+    assert _overlaid(text, {}, "none") == text, "params.yaml round-trips byte for byte"
+    for profile in ("smoke", "digits"):
+        overlay = load_profile(project_root, profile)
+        merged = yaml.safe_load(text)
+        _merge(merged, overlay, profile)
+        applied = _overlaid(text, overlay, profile)
+        assert yaml.safe_load(applied) == merged
+        comments = [line.split("#", 1)[1] for line in text.splitlines() if "#" in line]
+        assert all(comment in applied for comment in comments)
+
+
+def _hold_profile(project: Path, then: str) -> subprocess.Popen:
+    """Another process inside `profile_applied(smoke)`: it says `in` and then `then` ('sleep' or 'die')."""
+    code = ("import os, sys, time; from pathlib import Path; from flows.pipeline import profile_applied\n"
+            f"with profile_applied(Path({str(project)!r}), 'smoke'):\n"
+            "    print('in', flush=True)\n"
+            f"    os.kill(os.getpid(), 9) if {then!r} == 'die' else time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert "in" in iter(lambda: proc.stdout.readline().strip(), ""), "the other process entered the block"
+    return proc
+
+
+def test_a_killed_profile_run_is_undone_by_the_next_run_and_a_live_one_blocks(project: Path) -> None:
+    from flows.pipeline import profile_applied
+
+    _smoke_profile(project)
+    params = project / "params.yaml"
+    params.write_text(COMMENTED_PARAMS)
+    original = params.read_bytes()
+    live = _hold_profile(project, "sleep")
+    try:
+        for profile in ("smoke", "default"):
+            with pytest.raises(ValueError, match=r"profile run in progress \(pid"), profile_applied(project, profile):
+                pass
+    finally:
+        live.kill()
+        live.wait()
+    assert params.read_bytes() != original, "SIGKILL: no chance to put params.yaml back"
+    with profile_applied(project, "default"):
+        assert params.read_bytes() == original, "the next run restores it before anything reads it"
+
+    _hold_profile(project, "die").wait()
+    params.write_text(params.read_text() + "# edited after the crash\n")
+    with pytest.raises(ValueError, match=r"edited since.*\.scalevlm/profile/params\.yaml"), profile_applied(project, "default"):
+        pass
+    assert (project / ".scalevlm/profile/params.yaml").read_bytes() == original
+
+
+def test_a_profile_run_of_the_flow_leaves_params_yaml_as_it_was(project: Path, harness: None) -> None:
+    from flows import dvc_cli
+    from flows.pipeline import pipeline
+
+    _smoke_profile(project)
+    params = project / "params.yaml"
+    params.write_text(COMMENTED_PARAMS)
+    original = params.read_bytes()
+    results = pipeline(root=str(project), profile="smoke")
+    assert [(r["stage"], r["ran"]) for r in results] == [("make_a", True), ("summarise", True), ("promote", True)]
+    assert params.read_bytes() == original
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert lock["stages"]["promote"]["params"]["params.yaml"]["promote"]["rules"]["min_accuracy"] == 0.1
+    assert dvc_cli.changes(project, "promote"), "the outputs are the profile's: stale against the user's params"
