@@ -6,8 +6,12 @@ cmd:   python -m stages.curate_dataset
 
 Per record: text normalised (NFC, CRLF→LF, stripped), images stored content-addressed, id = "<source>/<key>",
 split = stable hash of the id. Exact duplicates (same image bytes and text) and near duplicates (same coarse
-colour hash of the images and the same normalised question) are dropped, the lowest id kept. Every input record
-ends up in records.jsonl or in dropped.jsonl with its reason; metrics.json counts both by source and reason.
+colour hash of the images and the same normalised question) are dropped, the lowest id kept; ids differing only in
+case or surrounding whitespace are the same id (`duplicate_id`). Text that validation would reject (lone
+surrogates, control characters, look-alike segment tags) and answers the answer grammar cannot read under their
+type are dropped here with the same reason names. Every input record ends up in records.jsonl or in dropped.jsonl
+with its reason; blank lines of line-based sources are counted (`blank_lines`): for a local file,
+lines = curated + dropped + blank_lines. metrics.json counts all of them by source and reason.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from scalevlm.config import Checked, Fraction, Problems
+from scalevlm.core.answers import ANSWER_TYPES, gold_answer_problem
 from scalevlm.core.splits import assign_split
-from scalevlm.records import ANSWER_TYPES, Record, perceptual_hash, png_bytes, write_jsonl, write_records
+from scalevlm.records import Record, id_key, lone_surrogate, perceptual_hash, png_bytes, write_jsonl, write_records
 from scalevlm.runtime import stage_main, write_json
-from scalevlm.sources.base import Candidate, Dropped, SourceContext, SourceError
+from scalevlm.sources.base import Blank, Candidate, Dropped, SourceContext, SourceError
 from scalevlm.sources.hub import HubConfig, check_field_map, hub_source
 from scalevlm.sources.local import LOCAL_DIR, LocalConfig, local_source
 from scalevlm.sources.synthetic import DigitsConfig, GridConfig, digits_source, synthetic_source
+from scalevlm.validation.checks import text_failures
 
 NAME = "curate_dataset"
 OUT_DATA = Path("data") / NAME
@@ -107,6 +113,15 @@ def _prepare(name: str, cand: Candidate, cfg: Config, root: Path) -> _Pending | 
         return Dropped(cand.key, "missing_field", f"{sample_id}: empty {empty} after normalisation", _raw(cand))
     if cand.answer_type not in ANSWER_TYPES:
         return Dropped(cand.key, "bad_answer_type", f"{sample_id}: answer_type {cand.answer_type!r} not in {ANSWER_TYPES}", _raw(cand))
+    choices = tuple(normalise_text(c) for c in cand.choices) if cand.choices is not None else None
+    problem = gold_answer_problem(texts["answer"], cand.answer_type, choices)
+    if problem is not None:
+        return Dropped(cand.key, "answer_type_mismatch", f"{sample_id}: {problem}", _raw(cand))
+    bad_text = text_failures({**texts, **{f"choices[{i}]": c for i, c in enumerate(choices or ())}})
+    if bad_text:
+        return Dropped(cand.key, bad_text[0].reason, f"{sample_id}: " + "; ".join(f.detail for f in bad_text), _raw(cand))
+    if lone_surrogate(cand.provenance) is not None:  # the JSONL writer could not encode it
+        return Dropped(cand.key, "invalid_utf8", f"{sample_id}: provenance holds a lone surrogate", _raw(cand))
     if not cand.images:
         return Dropped(cand.key, "missing_image", f"{sample_id}: no image", _raw(cand))
     pngs = tuple(png_bytes(im) for im in cand.images)
@@ -119,7 +134,7 @@ def _prepare(name: str, cand: Candidate, cfg: Config, root: Path) -> _Pending | 
         reasoning=texts["reasoning"],
         answer=texts["answer"],
         answer_type=cand.answer_type,
-        choices=tuple(normalise_text(c) for c in cand.choices) if cand.choices is not None else None,
+        choices=choices,
         source=name,
         split=assign_split(sample_id, cfg.val_fraction, cfg.test_fraction, cfg.split_salt),
         provenance=cand.provenance,
@@ -136,7 +151,7 @@ def _raw(cand: Candidate) -> dict[str, Any]:
     }
 
 
-def _collect(cfg: Config, root: Path) -> Iterator[tuple[str, _Pending | Dropped]]:
+def _collect(cfg: Config, root: Path) -> Iterator[tuple[str, _Pending | Dropped | Blank]]:
     for name, source in SOURCES.items():
         source_cfg = getattr(cfg.sources, name)
         if not source_cfg.enabled:
@@ -149,11 +164,24 @@ def _collect(cfg: Config, root: Path) -> Iterator[tuple[str, _Pending | Dropped]
             yield name, _prepare(name, item, cfg, root) if isinstance(item, Candidate) else item
 
 
-def curate(cfg: Config, root: Path) -> tuple[list[_Pending], list[dict[str, Any]], Counter, Counter]:
+@dataclass
+class Curated:
+    kept: list[_Pending]
+    dropped: list[dict[str, Any]]
+    seen_in: Counter  # input records per source
+    blank_in: Counter  # blank lines per source (not records)
+    reasons: Counter
+
+
+def curate(cfg: Config, root: Path) -> Curated:
     """Collect, then de-duplicate in id order (deterministic: the lowest id of a duplicate group is kept)."""
     pending, dropped = [], []
-    seen_in = Counter()
+    seen_in: Counter = Counter()
+    blank_in: Counter = Counter()
     for name, item in _collect(cfg, root):
+        if isinstance(item, Blank):
+            blank_in[name] += 1
+            continue
         seen_in[name] += 1
         if isinstance(item, Dropped):
             dropped.append({"id": f"{name}/{item.key}", "source": name, "reason": item.reason, "detail": item.detail, "raw": item.raw})
@@ -163,21 +191,23 @@ def curate(cfg: Config, root: Path) -> tuple[list[_Pending], list[dict[str, Any]
     kept: list[_Pending] = []
     first: dict[str, str] = {}
     for p in pending:
-        for kind, key in (("duplicate_id", "id:" + p.record.id), ("duplicate_exact", "x:" + p.exact_key), ("duplicate_near", "n:" + p.near_key)):
+        keys = ("id:" + id_key(p.record.id), "x:" + p.exact_key, "n:" + p.near_key)  # ids: case/space-insensitive
+        for kind, key in zip(("duplicate_id", "duplicate_exact", "duplicate_near"), keys, strict=True):
             if key in first:
                 dropped.append({"id": p.record.id, "source": p.record.source, "reason": kind,
                                 "detail": f"duplicate of {first[key]}", "raw": p.record.to_json()})
                 break
         else:
-            for key in ("id:" + p.record.id, "x:" + p.exact_key, "n:" + p.near_key):
+            for key in keys:
                 first[key] = p.record.id
             kept.append(p)
     dropped.sort(key=lambda d: (d["id"], d["reason"]))
-    return kept, dropped, seen_in, Counter(d["reason"] for d in dropped)
+    return Curated(kept, dropped, seen_in, blank_in, Counter(d["reason"] for d in dropped))
 
 
 def run(cfg: Config, root: Path) -> dict[str, Any]:
-    kept, dropped, seen_in, reasons = curate(cfg, root)
+    cur = curate(cfg, root)
+    kept, dropped, seen_in, reasons = cur.kept, cur.dropped, cur.seen_in, cur.reasons
     out = root / OUT_DATA
     if out.exists():
         shutil.rmtree(out)  # outputs are rewritten completely, never merged with a previous run
@@ -194,6 +224,8 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
         "curated": len(kept),
         "dropped": len(dropped),
         "input_by_source": dict(sorted(seen_in.items())),
+        "blank_lines": sum(cur.blank_in.values()),
+        "blank_lines_by_source": dict(sorted(cur.blank_in.items())),
         "curated_by_source": dict(sorted(Counter(p.record.source for p in kept).items())),
         "curated_by_split": dict(sorted(Counter(p.record.split for p in kept).items())),
         "dropped_by_reason": dict(sorted(reasons.items())),

@@ -119,6 +119,7 @@ class Validation:
     checks: list[SampleCheck]
     results: SuiteResults
     unit: str
+    blank_lines: int = 0  # empty / ASCII-whitespace lines: counted, not records
 
 
 def length_setup(cfg: Config, root: Path) -> tuple[LengthLimits, LengthCounter]:
@@ -149,10 +150,10 @@ def validate(path: Path, cfg: Config, root: Path, docs_dir: Path | None, images_
     (Data Docs into `docs_dir` if given) and cross-check GX's counts with the checks'."""
     lengths, count = length_setup(cfg, root)
     limits = ImageLimits(cfg.min_image_px, cfg.max_image_px, cfg.max_image_bytes)
-    checks = check_file(path, lengths, limits, count, images_root)
-    results = run_suites(derived_frame(checks), gate_spec(cfg, lengths), docs_dir)
-    assert_consistent(results.samples, checks)
-    return Validation(checks, results, lengths.unit)
+    read = check_file(path, lengths, limits, count, images_root)
+    results = run_suites(derived_frame(read.checks), gate_spec(cfg, lengths), docs_dir)
+    assert_consistent(results.samples, read.checks)
+    return Validation(read.checks, results, lengths.unit, read.blank_lines)
 
 
 def write_outputs(v: Validation, dataset_dir: Path, data_dir: Path, report_dir: Path, root: Path) -> dict[str, Any]:
@@ -161,7 +162,7 @@ def write_outputs(v: Validation, dataset_dir: Path, data_dir: Path, report_dir: 
     for split in SPLITS:
         write_split(data_dir / f"{split}.jsonl", [r for r in accepted if r.split == split])
     write_rejected(data_dir / REJECTED_FILE, [rejected_row(c) for c in v.checks if not c.accepted])
-    out = metrics(v.checks, v.unit)
+    out = metrics(v.checks, v.unit, v.blank_lines)
     out["gate_passed"] = v.results.passed
     out["failed_dataset_expectations"] = len(failed_expectations(v.results.dataset))
     write_json(report_dir / "metrics.json", out)
@@ -209,7 +210,7 @@ def validate_cli(args: argparse.Namespace) -> int:
     if out is not None:
         _clear_outputs(out)
     v = validate(path, cfg, Path(args.root), out / DOCS if out else None, images_root)
-    print(summary_table(v.checks, examples=3))
+    print(summary_table(v.checks, examples=3, blank_lines=v.blank_lines))
     if out is not None:
         write_outputs(v, images_root, out, out, Path(args.root))
         print(f"wrote {out}/{{train,val,test,rejected}}.jsonl, metrics.json, gx_results.json, {DOCS}/")
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         set_offline_env()
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return validate_cli(args)
-    except (ValidationFailed, FileNotFoundError) as e:
+    except (ValidationFailed, OSError) as e:  # a missing or unreadable --input is the user's to fix, not a traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -9,6 +9,7 @@ written by `datasets` with an Image feature.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -327,3 +328,32 @@ def test_relative_path_needs_a_local_copy_for_a_hub_id(tmp_path: Path) -> None:
     with pytest.raises(AdapterError, match="point `name` at that folder") as err:
         image_from_value("coco/1.jpg", None, "image[0]")
     assert err.value.reason == "missing_image"
+
+
+def test_local_dataset_outside_the_project_is_refused_unless_allowed(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    outside = llava_cot(tmp_path)  # beside the project, not in it
+    (project / "link").symlink_to(outside)
+    for name in (str(outside), "../llava_cot_100k", "link"):  # absolute, `..`, a symlink out
+        with pytest.raises(SourceError, match=r"datasets\[0\]\.name = .* outside the project .*"
+                                              r"datasets\[0\]\.allow_outside_project: true"):
+            run(project, spec(name, "llava_cot"))
+    allowed = dataclasses.replace(spec(str(outside), "llava_cot"), allow_outside_project=True)
+    assert summary(run(project, allowed))[:2] == [("ok", "A", "choice"), ("ok", "4", "integer")]
+
+
+def test_mapped_columns_must_hold_text_not_coerced_values(tmp_path: Path) -> None:
+    image = {"bytes": png_bytes(RED), "path": None}
+    data = {"picture": [image] * 3, "prompt": ["How many?"] * 3, "rationale": ["counted"] * 3,
+            "count": [7, 8, 9], "flag": [True, False, True]}
+    features = datasets.Features({"picture": datasets.Image(), "prompt": datasets.Value("string"),
+                                  "rationale": datasets.Value("string"), "count": datasets.Value("int64"),
+                                  "flag": datasets.Value("bool")})
+    (tmp_path / "typed" / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(data, features=features).to_parquet(tmp_path / "typed/data/train-00000-of-00001.parquet")
+    field_map = {"image": "picture", "question": "prompt", "reasoning": "rationale"}
+    assert summary(run(tmp_path, spec("typed", "mapped", {**field_map, "answer": "count"}))) == [
+        ("ok", "7", "integer"), ("ok", "8", "integer"), ("ok", "9", "integer")]  # integers are read as decimals
+    assert summary(run(tmp_path, spec("typed", "mapped", {**field_map, "answer": "flag"}))) == [
+        ("drop", "bad_field_type")] * 3  # never "True"

@@ -211,9 +211,10 @@ def test_bad_lines_are_rejected_not_skipped(tmp_path: Path) -> None:
     good = record_json(make_record())
     lines = [json.dumps(good), "{not json", json.dumps({"id": "x"}), "", json.dumps({**good, "id": "t/2"})]
     (tmp_path / "f.jsonl").write_bytes(("\n".join(lines) + "\n").encode() + b'{"id": "\xff"}\n')
-    checks = check_file(tmp_path / "f.jsonl", LIMITS, IMAGE_LIMITS, C.char_counter)
-    assert [(c.line, c.reasons) for c in checks] == [
+    read = check_file(tmp_path / "f.jsonl", LIMITS, IMAGE_LIMITS, C.char_counter)
+    assert [(c.line, c.reasons) for c in read.checks] == [
         (1, []), (2, ["bad_schema"]), (3, ["bad_schema"]), (5, []), (6, ["bad_schema"])]
+    assert read.blank_lines == 1  # line 4: counted, not a record
     assert list(read_lines(tmp_path / "f.jsonl"))[-1][1] == {"id": "\udcff"}  # invalid bytes survive as surrogates
 
 

@@ -6,7 +6,12 @@ A curated record is one JSON object per line:
     answer_type ("integer" | "number" | "choice" | "text"), choices (list or null), source, split,
     provenance (dict: where the record came from)
 
-Its training target is `format_completion(reasoning, answer)`.
+Its training target is `format_completion(reasoning, answer)`. Ids are compared by `id_key` (case and surrounding
+whitespace ignored), so two ids differing only in those are duplicates.
+
+Reading untrusted JSON lines goes through `parse_json_line`, which turns every parser failure (bad syntax, nesting
+deeper than `MAX_JSON_DEPTH`, integers past Python's digit limit, NaN/Infinity, duplicate keys) into one
+`JSONLineError` with a message; `lone_surrogate` finds text that cannot be written as UTF-8.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,9 +28,9 @@ from typing import Any
 
 from PIL import Image
 
+from scalevlm.core.answers import ANSWER_TYPES as ANSWER_TYPES  # the schema's types are the answer grammar's
 from scalevlm.core.segments import format_completion
 
-ANSWER_TYPES = ("integer", "number", "choice", "text")
 FIELDS = ("id", "images", "question", "reasoning", "answer", "answer_type", "choices", "source", "split", "provenance")
 
 
@@ -83,8 +90,30 @@ class Record:
             choices=tuple(choices) if choices is not None else None,
             source=d["source"],
             split=d["split"],
-            provenance=dict(d.get("provenance") or {}),
+            provenance=_provenance(d.get("provenance"), f"{where} (id={d['id']!r})"),
         )
+
+
+def _provenance(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RecordError(f"{where}: field 'provenance' must be an object (or null), got {type(value).__name__}")
+    return dict(value)
+
+
+def id_key(record_id: str) -> str:
+    """The key ids are compared by: NFKC, surrounding whitespace stripped, case-folded ("A/1 " is "a/1")."""
+    return unicodedata.normalize("NFKC", record_id).strip().casefold()
+
+
+def json_line(row: Any) -> str:
+    """One canonical JSON line (sorted keys, UTF-8 text); a row holding a lone surrogate is written ASCII-escaped,
+    so a writer never fails half-way through a file on text it could not encode."""
+    line = json.dumps(row, sort_keys=True, ensure_ascii=False)
+    if _SURROGATE.search(line):
+        line = json.dumps(row, sort_keys=True, ensure_ascii=True)
+    return line
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
@@ -93,21 +122,104 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     n = 0
     with path.open("w", encoding="utf-8", newline="\n") as f:
         for row in rows:
-            f.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+            f.write(json_line(row) + "\n")
             n += 1
     return n
 
 
+# Untrusted JSON lines -----------------------------------------------------------------------------------------
+
+MAX_JSON_DEPTH = 64  # far above any record format (chat parts are ~5 deep); keeps every later walk shallow
+BLANK_BYTES = b" \t\r\n\f\v"  # a line of only these is blank; any other character makes it a record line
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class JSONLineError(ValueError):
+    """A line that is not one acceptable JSON value; the message says why."""
+
+
+def _no_constants(name: str) -> Any:
+    raise JSONLineError(f"{name} is not JSON (write numbers as finite values, or as strings)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise JSONLineError(f"number {text[:20]}… overflows a float")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise JSONLineError(f"duplicate key {key[:40]!r} in one object (one value would be lost)")
+        out[key] = value
+    return out
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), computed without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def parse_json_line(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """One JSON value, or JSONLineError for anything the parser refuses or that later code could not handle."""
+    try:
+        value = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float,
+                           object_pairs_hook=_unique_keys)
+    except JSONLineError:
+        raise
+    except json.JSONDecodeError as e:
+        raise JSONLineError(f"not valid JSON ({e.msg}, column {e.colno})") from e
+    except RecursionError as e:
+        raise JSONLineError(f"nested deeper than {max_depth} levels") from e
+    except ValueError as e:  # e.g. an integer longer than Python's 4300-digit conversion limit
+        raise JSONLineError(f"unreadable value ({e})") from e
+    if json_depth(value) > max_depth:
+        raise JSONLineError(f"nested deeper than {max_depth} levels")
+    return value
+
+
+def lone_surrogate(value: Any, path: str = "$") -> str | None:
+    """The JSON path of the first string (key or value) holding a lone surrogate, or None.
+
+    Such text comes from a `\\udXXX` JSON escape or undecodable bytes; it cannot be written as UTF-8."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return where
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if isinstance(k, str) and _SURROGATE.search(k):
+                    return f"{where} (a key)"
+                stack.append((v, f"{where}.{k}"))
+        elif isinstance(item, list | tuple):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    return None
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed object); a bad line raises naming the file and line."""
+    """Yield (line number, parsed object); a bad line raises naming the file and line.
+
+    For the project's own outputs, which wrap accepted input (itself at most `MAX_JSON_DEPTH` deep) in a few levels
+    (a drop row's `raw`, a quarantine row's `record`), so the depth limit here leaves room for those."""
     with Path(path).open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object") from e
+                yield lineno, parse_json_line(line, max_depth=2 * MAX_JSON_DEPTH)
+            except JSONLineError as e:
+                raise RecordError(f"{path}:{lineno}: {e}; each line must be one JSON object") from e
 
 
 def write_records(path: Path, records: Iterable[Record]) -> int:

@@ -16,6 +16,11 @@ Rules, per answer type (gold and prediction go through the same normaliser):
   if both sides read as numbers they are compared numerically instead; LaTeX on both sides goes to math-verify.
 
 An empty prediction is never correct. Nothing here raises on odd strings: unreadable answers are simply wrong.
+
+This module is the project's only answer grammar: the source adapters type a gold answer with `infer_answer_type`,
+curation and validation accept a gold answer iff `gold_answer_problem` finds nothing (it is readable under its type
+by the same parsers, so the reward can score it), and the GRPO reward and evaluation score with `is_correct`.
+Digits are ASCII after NFKC (full-width digits are read, other scripts' digits are not).
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ DEFAULT_REL_TOL = 1e-4
 DEFAULT_ABS_TOL = 1e-8
 _MAX_MATH_VERIFY_CHARS = 200  # math-verify runs sympy; long strings are neither answers nor worth the time
 
-_INT_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.0*)?")
-_NUM_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d*)?(?:[eE][+-]?\d+)?")
-_FRAC_RE = re.compile(r"([+-]?\d+)\s*/\s*(\d+)")
+# `re.ASCII`: \d is [0-9] only; Python's int() would otherwise read Arabic-Indic or Devanagari digits.
+_INT_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.0*)?", re.ASCII)
+_NUM_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d*)?(?:[eE][+-]?\d+)?", re.ASCII)
+_FRAC_RE = re.compile(r"([+-]?\d+)\s*/\s*(\d+)", re.ASCII)
 _LETTER_RE = re.compile(r"(?:option|choice|answer)?\s*[(\[]?\s*([a-z])\s*[)\].:]?", re.IGNORECASE)
 _LETTER_PREFIX_RE = re.compile(r"[(\[]?\s*([a-z])\s*[)\].:]\s*(.+)", re.IGNORECASE | re.DOTALL)
 _BOXED_RE = re.compile(r"\\boxed\{(.*)\}")
@@ -60,7 +66,10 @@ def parse_integer(text: str) -> int | None:
     s = _clean(text)
     if not _INT_RE.fullmatch(s):
         return None
-    return int(s.split(".")[0].replace(",", ""))
+    try:
+        return int(s.split(".")[0].replace(",", ""))
+    except ValueError:  # more digits than Python's int-from-string limit (4300): not an answer anyone gives
+        return None
 
 
 def parse_number(text: str) -> float | None:
@@ -70,9 +79,13 @@ def parse_number(text: str) -> float | None:
         s = s[:-1].rstrip()
     frac = _FRAC_RE.fullmatch(s)
     if frac:
-        den = int(frac.group(2))
-        return int(frac.group(1)) / den if den else None
-    if not s or not any(ch.isdigit() for ch in s) or not _NUM_RE.fullmatch(s):
+        try:
+            num, den = int(frac.group(1)), int(frac.group(2))
+            value = num / den if den else None
+        except (ValueError, OverflowError):  # thousands of digits: unreadable, not a crash
+            return None
+        return value if value is not None and math.isfinite(value) else None
+    if not s or not any("0" <= ch <= "9" for ch in s) or not _NUM_RE.fullmatch(s):
         return None
     try:
         value = float(s.replace(",", ""))
@@ -160,6 +173,45 @@ def _text_equal(pred: str, gold: str, rel_tol: float, abs_tol: float) -> bool:
             return verdict
     key = normalize_text(pred)
     return bool(key) and key == normalize_text(gold)
+
+
+def infer_answer_type(answer: str, choices: Sequence[str] | None) -> str:
+    """The type a gold answer reads as: `choice` when it names an option (`resolve_choice`), else `integer`,
+    `number`, or `text`, by this module's parsers (so "1,234" is an integer, "50%" and "1/2" are numbers)."""
+    if choices and resolve_choice(answer, choices) is not None:
+        return "choice"
+    if parse_integer(answer) is not None:
+        return "integer"
+    if parse_number(answer) is not None:
+        return "number"
+    return "text"
+
+
+def _braces_balanced(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def gold_answer_problem(answer: str, answer_type: str, choices: Sequence[str] | None) -> str | None:
+    """Why `answer` cannot be a gold answer of `answer_type` (one sentence), or None when it can.
+
+    A gold answer must be readable under its type by `is_parseable` (otherwise no prediction can ever match
+    it), `choice` needs a non-empty `choices`, and a `\\boxed{` must be closed (an unbalanced one is a cut-off
+    solution, not an answer).
+    """
+    if answer_type not in ANSWER_TYPES:
+        return f"answer_type {answer_type!r} is not one of {list(ANSWER_TYPES)}"
+    if answer_type == "choice" and not choices:
+        return "answer_type 'choice' needs a non-empty choices list"
+    if "\\boxed" in answer and not _braces_balanced(answer):
+        return f"answer {answer[:40]!r} holds an unbalanced \\boxed{{…}}"
+    if not is_parseable(answer, answer_type, choices):
+        return f"answer {answer[:40]!r} is not a valid {answer_type} (see scalevlm.core.answers for the grammar)"
+    return None
 
 
 def is_parseable(pred: str | None, answer_type: str, choices: Sequence[str] | None = None) -> bool:

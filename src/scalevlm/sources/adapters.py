@@ -40,6 +40,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from scalevlm.core import answers
 from scalevlm.core.segments import parse_completion
 from scalevlm.sources.base import AdapterError
 
@@ -56,9 +57,6 @@ _ANSWER_PREFIX = re.compile(
     r"^(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is\s*[:：]?|[:：])\s*", re.IGNORECASE
 )
 _LLAVA_TAGS = ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION")
-# Same reading as core.answers (thousands groups, fractions, a trailing %), so a typed answer is one it can parse.
-_INTEGER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)")
-_NUMBER = re.compile(r"[+-]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?%?|[+-]?\d+\s*/\s*\d+")
 
 
 @dataclass(frozen=True)
@@ -98,17 +96,9 @@ def _in_order(options: list[tuple[str, str]]) -> bool:
 
 
 def infer_answer_type(answer: str, choices: tuple[str, ...] | None) -> str:
-    """`choice` for an option letter or an option's text, then `integer`, `number`, else `text`."""
-    if choices:
-        if len(answer) == 1 and "A" <= answer <= chr(ord("A") + len(choices) - 1):
-            return "choice"
-        if answer.casefold() in {c.casefold() for c in choices}:
-            return "choice"
-    if _INTEGER.fullmatch(answer):
-        return "integer"
-    if _NUMBER.fullmatch(answer):
-        return "number"
-    return "text"
+    """`choice` for an answer naming an option, then `integer`, `number`, else `text`: the one answer grammar,
+    `scalevlm.core.answers.infer_answer_type`, so validation and the rewards read the answer the same way."""
+    return answers.infer_answer_type(answer, choices)
 
 
 # Answers ---------------------------------------------------------------------------------------------------------
@@ -131,7 +121,7 @@ def clean_answer(text: str) -> str:
     """Strip answer boilerplate: markdown bold, "The answer is"/"Answer:" prefixes, `\\boxed{}`, `$…$`, a final '.'."""
     answer = text.replace("**", "").strip()
     answer = _ANSWER_PREFIX.sub("", answer).strip()
-    boxed = last_boxed(answer)
+    boxed = _boxed_or_raise(answer)
     if boxed is not None:
         answer = boxed
     for left, right in (("$", "$"), ("\\(", "\\)"), ("\\text{", "}")):
@@ -184,10 +174,19 @@ def split_think_text(text: str) -> tuple[str, str]:
     return reasoning, final_answer(tail)
 
 
+def _boxed_or_raise(text: str) -> str | None:
+    """`last_boxed(text)`, but an unclosed `\\boxed{` is an AdapterError: a cut-off solution, never an answer."""
+    boxed = last_boxed(text)
+    start = text.rfind("\\boxed{")
+    if boxed is None and start >= 0:
+        raise AdapterError("unbalanced_boxed", f"the last \\boxed{{ is never closed: {_preview(text[start:])}")
+    return boxed
+
+
 def final_answer(tail: str) -> str:
     """The final answer inside the free text after `</think>`; AdapterError(missing_answer) when none is marked."""
     tail = tail.strip()
-    boxed = last_boxed(tail)
+    boxed = _boxed_or_raise(tail)
     if boxed:
         return boxed
     for marker in (_FINAL_ANSWER, _ANSWER_IS):
@@ -261,7 +260,48 @@ def normalise(
     for name, value in (("question", q), ("reasoning", reasoning.strip()), ("answer", a)):
         if not value:
             raise AdapterError("missing_field", f"'{name}' is empty after cleaning; give it a non-empty text")
-    return Normalised(q, reasoning.strip(), a, answer_type or infer_answer_type(a, choices), choices)
+    kind = answer_type or infer_answer_type(a, choices)
+    if kind not in answers.ANSWER_TYPES:
+        raise AdapterError("bad_answer_type", f"answer_type {kind!r} is not one of {list(answers.ANSWER_TYPES)}")
+    problem = answers.gold_answer_problem(a, kind, choices)
+    if problem is not None:  # what validation would reject later, refused here with the same grammar
+        raise AdapterError("answer_type_mismatch", problem)
+    return Normalised(q, reasoning.strip(), a, kind, choices)
+
+
+def text_value(value: Any, field: str, allow_int: bool = False) -> str:
+    """A text field as read: a string, or (answers only) a JSON integer written in decimal.
+
+    Anything else is refused rather than coerced with `str()`: `true` would become "True", NaN "nan", an object
+    its repr; a float loses its digits ("0.1 + 0.2"), so numbers other than integers must come as strings.
+    """
+    if isinstance(value, str):
+        return value
+    if allow_int and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    expected = "a string or an integer" if allow_int else "a string"
+    raise AdapterError("bad_field_type", f"'{field}' must be {expected}, got {type(value).__name__} {_preview(value)}")
+
+
+def image_slots(content: Any) -> int:
+    """Image slots of a text (`<image>` placeholders) or a message list / content list (`{type: image}` parts and
+    placeholders in text parts, message contents and ShareGPT values)."""
+    if isinstance(content, str):
+        return len(_IMAGE_PLACEHOLDER.findall(content))
+    if isinstance(content, list):
+        return sum(image_slots(item) for item in content)
+    if isinstance(content, dict):
+        if content.get("type") == "image":
+            return 1
+        return sum(image_slots(content.get(k)) for k in ("text", "content", "value"))
+    return 0
+
+
+def check_image_slots(slots: int, n_images: int) -> None:
+    """Image slots of the prompt (when it has any) must match the record's images one for one."""
+    if slots and slots != n_images:
+        raise AdapterError("image_count_mismatch", f"the question has {slots} <image> placeholder(s) but the record "
+                                                   f"gives {n_images} image(s); give one image per placeholder")
 
 
 # Conversations ---------------------------------------------------------------------------------------------------
@@ -272,7 +312,8 @@ def content_text(content: Any, field: str) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list) and all(isinstance(p, dict) for p in content):
-        return "\n".join(str(p.get("text") or "") for p in content if p.get("type") == "text").strip()
+        texts = [text_value(p.get("text"), f"{field}[{i}].text") for i, p in enumerate(content) if p.get("type") == "text"]
+        return "\n".join(texts).strip()
     raise AdapterError("bad_message", f"'{field}' must be a string or a list of typed parts, got {_preview(content)}")
 
 

@@ -1,7 +1,8 @@
 """What a data source yields: candidates for curation, or drops with a named reason.
 
-A source is a function `(config, context) -> Iterator[Candidate | Dropped]`. It never silently skips an input
-record: anything it cannot turn into a Candidate comes out as a Dropped with a reason and the raw input.
+A source is a function `(config, context) -> Iterator[Candidate | Dropped | Blank]`. It never silently skips an
+input record: anything it cannot turn into a Candidate comes out as a Dropped with a reason and the raw input, and
+a line that holds no record at all (empty or ASCII whitespace) comes out as a Blank, so it is counted too.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ class Dropped:
 
 
 @dataclass(frozen=True)
+class Blank:
+    """A line of a line-based file that holds nothing (empty or only ASCII whitespace): counted, not a record."""
+
+    key: str
+
+
+@dataclass(frozen=True)
 class SourceContext:
     """What curation tells a source.
 
@@ -59,4 +67,4 @@ class SourceContext:
     root: Path
 
 
-SourceFn = Callable[[Any, SourceContext], Iterator[Candidate | Dropped]]
+SourceFn = Callable[[Any, SourceContext], Iterator[Candidate | Dropped | Blank]]

@@ -1,10 +1,12 @@
 """Hugging Face datasets, by hub id or as a local folder / data file in the dataset's published layout.
 
 `name` is a local path when it exists (relative paths are resolved against the project root), else a hub id
-(`owner/name`, loaded with `revision`; offline runs need the dataset in the hub cache). A local data file is
-loaded with its builder (`json` for .json/.jsonl, `parquet`, `csv`, `arrow`); a local folder with the data files
-found by the hub's split-naming rules, only data files counted (image folders beside them are not a dataset),
-or by the folder's own README `configs:` when it has them. Dataset scripts are never run.
+(`owner/name`, loaded with `revision`; offline runs need the dataset in the hub cache). A local path that resolves
+outside the project root (absolute, `..`, `~`, or a symlink out) is refused unless the dataset sets
+`allow_outside_project: true` (DVC only tracks data inside the project). A local data file is loaded with its
+builder (`json` for .json/.jsonl, `parquet`, `csv`, `arrow`); a local folder with the data files found by the hub's
+split-naming rules, only data files counted (image folders beside them are not a dataset), or by the folder's own
+README `configs:` when it has them. Dataset scripts are never run.
 
 Adapters (see `adapters` for the published schemas): `vision_r1` and `r1_onevision` read `conversations`
 (or `messages`) + `image`/`images` with `<think>` + free-text answers, `llava_cot` the same columns with
@@ -31,7 +33,7 @@ from PIL import Image
 from scalevlm.config import Checked, NonNegativeInt, Problems, Text
 from scalevlm.sources import adapters
 from scalevlm.sources.base import AdapterError, Candidate, Dropped, SourceContext, SourceError
-from scalevlm.sources.local import open_rgb, resolve_inside
+from scalevlm.sources.local import open_rgb, resolve_inside, upright_rgb
 
 if TYPE_CHECKING:  # `datasets` is imported when a dataset is loaded: curation without hub sources skips its import cost
     import datasets
@@ -50,6 +52,7 @@ class HubDataset(Checked):
     adapter: Literal["mapped", "vision_r1", "llava_cot", "r1_onevision"]
     field_map: dict[str, str]
     limit: NonNegativeInt | None  # rows read at most; field_map is checked by check_field_map (also at load)
+    allow_outside_project: bool = False  # a local `name` resolving outside the project root is refused unless true
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,9 @@ Adapted = tuple[adapters.Normalised, str, tuple[Any, ...], dict[str, Any]]  # sa
 
 
 def hub_source(cfg: HubConfig, ctx: SourceContext) -> Iterator[Candidate | Dropped]:
-    for spec in cfg.datasets:
+    for i, spec in enumerate(cfg.datasets):  # every dataset's settings first: fail before yielding anything
         check_field_map(spec)
+        check_location(spec, i, ctx.root)
     for spec in cfg.datasets:
         yield from read_dataset(spec, ctx.root)
 
@@ -118,6 +122,18 @@ def check_field_map(spec: HubDataset) -> None:
             f"hub dataset {spec.name!r}: field_map {fm} is invalid (unknown keys {unknown}, missing keys {missing}, "
             f"image keys {images}); keys map curated fields to columns: {list(FIELD_KEYS)}, with 'question', "
             "'answer' and exactly one of 'image'/'images' required"
+        )
+
+
+def check_location(spec: HubDataset, index: int, root: Path) -> None:
+    """A local `name` must resolve inside the project root unless `allow_outside_project` is set."""
+    local = local_path(spec.name, root)
+    project = root.resolve()
+    if local is not None and not local.is_relative_to(project) and not spec.allow_outside_project:
+        raise SourceError(
+            f"curate_dataset.sources.hub.datasets[{index}].name = {spec.name!r} resolves to {local}, outside the "
+            f"project {project}: copy the dataset under data/local/ (so DVC tracks it), or set "
+            f"curate_dataset.sources.hub.datasets[{index}].allow_outside_project: true to read it where it is"
         )
 
 
@@ -239,7 +255,9 @@ def adapt_conversation(row: dict[str, Any], style: adapters.Style) -> Adapted:
     question, completion, turns = adapters.conversation_pair(row.get(field), field)
     reasoning, answer = adapters.split_completion(completion, style)
     column = "images" if row.get("images") not in (None, []) else "image"
-    return adapters.normalise(question, reasoning, answer), column, _values(row.get(column), column), {"turns": turns}
+    values = _values(row.get(column), column)
+    adapters.check_image_slots(adapters.image_slots(row.get(field)), len(values))
+    return adapters.normalise(question, reasoning, answer), column, values, {"turns": turns}
 
 
 def adapt_mapped(row: dict[str, Any], field_map: dict[str, str]) -> Adapted:
@@ -249,18 +267,26 @@ def adapt_mapped(row: dict[str, Any], field_map: dict[str, str]) -> Adapted:
             raise AdapterError("missing_field", f"column '{field_map[key]}' ({key}) is empty")
         return value
 
+    def text(key: str, allow_int: bool = False) -> str:  # never str(): True, NaN or a dict are not texts
+        return adapters.text_value(get(key), f"column '{field_map[key]}' ({key})", allow_int)
+
     if "reasoning" in field_map:
-        reasoning, answer = str(get("reasoning")), str(get("answer"))
+        reasoning, answer = text("reasoning"), text("answer", allow_int=True)
     else:
-        reasoning, answer = adapters.split_completion(str(get("answer")))
+        reasoning, answer = adapters.split_completion(text("answer"))
     choices = row.get(field_map["choices"]) if "choices" in field_map else None
     if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
         raise AdapterError("bad_choices", f"column '{field_map['choices']}' must hold a list of strings, got {choices!r}")
     answer_type = row.get(field_map["answer_type"]) if "answer_type" in field_map else None
-    sample = adapters.normalise(str(get("question")), reasoning, answer, answer_type or None,
-                                tuple(choices) if choices is not None else None)
+    if answer_type is not None:
+        answer_type = adapters.text_value(answer_type, f"column '{field_map['answer_type']}' (answer_type)")
+    question = text("question")
     column = field_map["image" if "image" in field_map else "images"]
-    return sample, column, _values(row.get(column), column), {}
+    values = _values(row.get(column), column)
+    adapters.check_image_slots(adapters.image_slots(question), len(values))
+    sample = adapters.normalise(question, reasoning, answer, answer_type or None,
+                                tuple(choices) if choices is not None else None)
+    return sample, column, values, {}
 
 
 ADAPTERS: dict[str, Callable[[dict[str, Any], dict[str, str]], Adapted]] = {
@@ -279,7 +305,7 @@ def image_from_value(value: Any, base: Path | None, field: str) -> Image.Image:
     if isinstance(value, Image.Image):
         try:
             value.load()
-            return value.convert("RGB")
+            return upright_rgb(value)
         except (OSError, ValueError) as e:
             raise AdapterError("image_unreadable", f"'{field}' cannot be decoded ({e})") from e
     if isinstance(value, dict):

@@ -11,25 +11,31 @@ source fails with `SourceError`. Formats (`format: auto` detects each record by 
 
 The assistant text may be tagged (`<think>…</think><answer>…</answer>`), LLaVA-CoT, or `<think>` + free text:
 see `adapters.split_completion`. Image paths are resolved against the JSONL file's folder and refused
-(`path_escape`) when absolute or resolving outside it (`..`, symlinks). Every non-blank line becomes a Candidate or
-a Dropped keyed `<path under data/local, '/'→'-', no suffix>-<line number>`; `limit` caps the lines read.
+(`path_escape`) when absolute or resolving outside it (`..`, symlinks); a path holding control characters or too
+long for the filesystem is `bad_image_path`. EXIF orientation is applied when an image is opened.
+
+Every line is accounted for, keyed `<path under data/local, '/'→'-', no suffix>-<line number>`: a line that is
+empty or only ASCII whitespace is a `Blank` (counted, not a record); any other line is a Candidate or a Dropped with
+a reason (`bad_encoding`, `bad_json` — which includes over-deep nesting, huge integers, NaN and duplicate keys —,
+`invalid_utf8` for lone-surrogate escapes, `bad_field_type` for a non-string text, `image_count_mismatch`, …).
+`limit` caps the non-blank lines read (the config refuses a negative one).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from scalevlm.config import Checked, NonNegativeInt, Problems, Text
+from scalevlm.records import BLANK_BYTES, JSONLineError, lone_surrogate, parse_json_line
 from scalevlm.sources import adapters
-from scalevlm.sources.base import AdapterError, Candidate, Dropped, SourceContext, SourceError
+from scalevlm.sources.base import AdapterError, Blank, Candidate, Dropped, SourceContext, SourceError
 
 LOCAL_DIR = Path("data") / "local"
 FORMAT_KEYS = (("trl", ("prompt", "completion")), ("messages", ("messages",)), ("sharegpt", ("conversations",)),
@@ -62,7 +68,7 @@ class Parsed:
     extra: dict[str, Any]
 
 
-def local_source(cfg: LocalConfig, ctx: SourceContext) -> Iterator[Candidate | Dropped]:
+def local_source(cfg: LocalConfig, ctx: SourceContext) -> Iterator[Candidate | Dropped | Blank]:
     paths = [resolve_local_file(f.path, ctx.root) for f in cfg.files]  # fail fast, before yielding anything
     for spec, path in zip(cfg.files, paths, strict=True):
         yield from read_file(path, spec, ctx.root)
@@ -82,13 +88,14 @@ def resolve_local_file(rel: str, root: Path) -> Path:
     return path
 
 
-def read_file(path: Path, spec: LocalFile, root: Path) -> Iterator[Candidate | Dropped]:
+def read_file(path: Path, spec: LocalFile, root: Path) -> Iterator[Candidate | Dropped | Blank]:
     rel = path.relative_to((root / LOCAL_DIR).resolve()).with_suffix("").as_posix()
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", rel)
     n = 0
     with path.open("rb") as f:  # bytes, so one badly encoded line is one Dropped, not a crash
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
+            if not line.strip(BLANK_BYTES):  # only ASCII whitespace: U+3000 or \x1c lines are records (bad_json)
+                yield Blank(f"{stem}-{lineno}")
                 continue
             if spec.limit is not None and n >= spec.limit:
                 return
@@ -104,12 +111,15 @@ def read_line(raw: bytes, lineno: int, key: str, spec: LocalFile, path: Path) ->
         return Dropped(key, "bad_encoding", f"{where}: not UTF-8 ({e.reason} at byte {e.start}); re-save as UTF-8",
                        raw.decode("utf-8", errors="replace").rstrip("\r\n"))
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        return Dropped(key, "bad_json", f"{where}: not valid JSON ({e.msg}, column {e.colno}); fix or delete the line",
-                       line.rstrip("\r\n"))
+        obj = parse_json_line(line)
+    except JSONLineError as e:
+        return Dropped(key, "bad_json", f"{where}: {e}; fix or delete the line", line.rstrip("\r\n"))
     if not isinstance(obj, dict):
         return Dropped(key, "not_an_object", f"{where}: expected a JSON object, got {type(obj).__name__}", obj)
+    bad_text = lone_surrogate(obj)
+    if bad_text is not None:
+        return Dropped(key, "invalid_utf8", f"{where}: {bad_text} holds a lone surrogate escape (\\ud800-\\udfff), "
+                       "which is not text; fix the escape", obj)
     try:
         fmt = spec.format if spec.format != "auto" else detect_format(obj)
         parsed = PARSERS[fmt](obj)
@@ -151,7 +161,9 @@ def parse_trl(obj: dict[str, Any]) -> Parsed:
     text = completion if isinstance(completion, str) else _role_text(completion, adapters.ASSISTANT_ROLES, "completion")
     reasoning, answer = adapters.split_completion(text)
     messages = [msg for part in (prompt, completion) if isinstance(part, list) for msg in part]
-    return Parsed(adapters.normalise(question, reasoning, answer), image_refs(obj, messages), {})
+    refs = image_refs(obj, messages)
+    adapters.check_image_slots(adapters.image_slots(prompt), len(refs))
+    return Parsed(adapters.normalise(question, reasoning, answer), refs, {})
 
 
 def _role_text(messages: Any, roles: tuple[str, ...], field: str) -> str:
@@ -168,7 +180,9 @@ def parse_chat(obj: dict[str, Any], field: str) -> Parsed:
     _require(obj, field)
     question, completion, turns = adapters.conversation_pair(obj[field], field)
     reasoning, answer = adapters.split_completion(completion)
-    return Parsed(adapters.normalise(question, reasoning, answer), image_refs(obj, obj[field]), {"turns": turns})
+    refs = image_refs(obj, obj[field])
+    adapters.check_image_slots(adapters.image_slots(obj[field]), len(refs))
+    return Parsed(adapters.normalise(question, reasoning, answer), refs, {"turns": turns})
 
 
 def parse_plain(obj: dict[str, Any]) -> Parsed:
@@ -177,9 +191,15 @@ def parse_plain(obj: dict[str, Any]) -> Parsed:
     if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
         raise AdapterError("bad_choices", f"'choices' must be a list of strings or absent, got {choices!r}")
     answer_type = obj.get("answer_type")
-    sample = adapters.normalise(str(obj["question"]), str(obj["reasoning"]), str(obj["answer"]),
+    if answer_type is not None:
+        answer_type = adapters.text_value(answer_type, "answer_type")
+    question = adapters.text_value(obj["question"], "question")
+    refs = image_refs(obj, [])
+    adapters.check_image_slots(adapters.image_slots(question), len(refs))
+    sample = adapters.normalise(question, adapters.text_value(obj["reasoning"], "reasoning"),
+                                adapters.text_value(obj["answer"], "answer", allow_int=True),
                                 answer_type, tuple(choices) if choices is not None else None)
-    return Parsed(sample, image_refs(obj, []), {})
+    return Parsed(sample, refs, {})
 
 
 PARSERS = {
@@ -206,26 +226,47 @@ def image_refs(obj: dict[str, Any], messages: Any) -> tuple[Any, ...]:
 # Images (shared with the hub source) ---------------------------------------------------------------------------
 
 
+MAX_PATH_CHARS = 1024  # Linux allows 4096 bytes (255 per name); an image path this long is a mistake, not a name
+_PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def resolve_inside(base: Path, ref: str, field: str) -> Path:
-    """`base / ref`, refused when `ref` is absolute or the resolved path (symlinks followed) leaves `base`."""
+    """`base / ref`, refused when `ref` is absolute or the resolved path (symlinks followed) leaves `base`.
+
+    A path with control characters (NUL included) or lone surrogates, or too long, is refused before the
+    filesystem sees it (`bad_image_path`); so is one the filesystem cannot look up (a name over 255 bytes)."""
     if "://" in ref:
         raise AdapterError("remote_image", f"'{field}' = {ref!r} is a URL; download the image next to the data")
+    bad = _PATH_CONTROL.search(ref)
+    if bad or len(ref) > MAX_PATH_CHARS:
+        why = f"holds U+{ord(bad.group()):04X}" if bad else f"is {len(ref)} characters long (max {MAX_PATH_CHARS})"
+        raise AdapterError("bad_image_path", f"'{field}' {why}; give a plain relative file path ({ref[:60]!r}…)")
     if Path(ref).is_absolute() or ref.startswith("~"):
         raise AdapterError("path_escape", f"'{field}' = {ref!r} is absolute; give a path relative to {base}")
-    path = (base / ref).resolve()
-    if not path.is_relative_to(base.resolve()):
+    try:
+        path = (base / ref).resolve()
+        inside = path.is_relative_to(base.resolve())
+        exists = inside and path.is_file()
+    except (OSError, ValueError) as e:  # ENAMETOOLONG and the like: the path cannot name a file here
+        raise AdapterError("bad_image_path", f"'{field}' = {ref[:60]!r}… cannot be looked up ({e.__class__.__name__}: "
+                                             f"{e}); give a plain relative file path") from e
+    if not inside:
         raise AdapterError("path_escape", f"'{field}' = {ref!r} resolves to {path}, outside {base}; keep images inside it")
-    if not path.is_file():
+    if not exists:
         raise AdapterError("missing_image", f"'{field}' = {ref!r}: no such file under {base}; add it or fix the path")
     return path
 
 
 def open_rgb(source: Path | bytes, field: str) -> Image.Image:
-    """Decode an image file or bytes fully (`load`) and convert to RGB; AdapterError(image_unreadable) on failure."""
+    """Decode an image file or bytes fully (`load`), apply its EXIF orientation and convert to RGB;
+    AdapterError(image_unreadable) on failure.
+
+    Stored images are PNGs without metadata, so a camera JPEG's rotation must be applied to the pixels here, or
+    the model would see it on its side."""
     try:
         with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as im:
             im.load()
-            return im.convert("RGB")
+            return upright_rgb(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise AdapterError("image_unreadable", f"'{field}' cannot be decoded ({e}); replace it with a PNG/JPEG") from e
 
@@ -237,3 +278,8 @@ def image_from_ref(ref: Any, base: Path, field: str) -> Image.Image:
     if not isinstance(ref, str):
         raise AdapterError("bad_image_ref", f"'{field}' must be a path string, got {type(ref).__name__}")
     return open_rgb(resolve_inside(base, ref, field), field)
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (a no-op without one), in RGB."""
+    return (ImageOps.exif_transpose(image) or image).convert("RGB")

@@ -7,20 +7,26 @@ Reason names reuse `core.segments.Reason` values and add the data-level ones bel
 
 Each reason belongs to one GX column (`COLUMN_REASONS`): the suite in `suite.py` expresses the same rules over
 per-sample derived columns, and the stage checks that GX's unexpected counts equal the counts here.
+
+Answers are judged by the one answer grammar (`scalevlm.core.answers.gold_answer_problem`), the same the source
+adapters type answers with and the rewards score with. Ids are compared by `records.id_key` (case and surrounding
+whitespace ignored): every record of a colliding group is rejected as `duplicate_id`.
 """
 
 from __future__ import annotations
 
-import math
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from scalevlm.core.segments import Reason, parse_completion
+from scalevlm.core.answers import ANSWER_TYPES, gold_answer_problem
+from scalevlm.core.segments import TAGS, Reason, parse_completion
 from scalevlm.core.splits import SPLITS
-from scalevlm.records import ANSWER_TYPES, Record
+from scalevlm.records import Record, id_key, lone_surrogate
+from scalevlm.sources.adapters import image_slots
 
 # Reason names beyond the segment rule ---------------------------------------------------------------------------
 THINK_TOO_LONG = Reason.THINK_TOO_LONG.value
@@ -32,18 +38,22 @@ ANSWER_TYPE_MISMATCH = "answer_type_mismatch"
 NO_IMAGES = "no_images"
 IMAGE_PATH_ESCAPES = "image_path_escapes"
 IMAGE_MISSING = "image_missing"
+IMAGE_BAD_PATH = "image_bad_path"
+IMAGE_COUNT_MISMATCH = "image_count_mismatch"
 IMAGE_CORRUPT = "image_corrupt"
 IMAGE_TRUNCATED = "image_truncated"
 IMAGE_TOO_SMALL = "image_too_small"
 IMAGE_TOO_LARGE = "image_too_large"
 CONTROL_CHARS = "control_chars"
 INVALID_UTF8 = "invalid_utf8"
+TAG_LOOKALIKE = "tag_lookalike"
 DUPLICATE_ID = "duplicate_id"
 BAD_SPLIT = "bad_split"
 BAD_SCHEMA = "bad_schema"
 
 SEGMENT_REASONS = tuple(r.value for r in Reason if r not in (Reason.THINK_TOO_LONG, Reason.ANSWER_TOO_LONG))
-IMAGE_REASONS = (NO_IMAGES, IMAGE_PATH_ESCAPES, IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_TRUNCATED, IMAGE_TOO_SMALL, IMAGE_TOO_LARGE)
+IMAGE_REASONS = (NO_IMAGES, IMAGE_COUNT_MISMATCH, IMAGE_BAD_PATH, IMAGE_PATH_ESCAPES, IMAGE_MISSING, IMAGE_CORRUPT,
+                 IMAGE_TRUNCATED, IMAGE_TOO_SMALL, IMAGE_TOO_LARGE)
 
 # Derived column -> the reasons that make a record fail it (string status columns hold "ok" or the reasons).
 COLUMN_REASONS: dict[str, tuple[str, ...]] = {
@@ -51,17 +61,16 @@ COLUMN_REASONS: dict[str, tuple[str, ...]] = {
     "segment_check": SEGMENT_REASONS,
     "answer_check": (UNKNOWN_ANSWER_TYPE, EMPTY_CHOICES, ANSWER_TYPE_MISMATCH),
     "image_check": IMAGE_REASONS,
-    "text_check": (CONTROL_CHARS, INVALID_UTF8),
+    "text_check": (CONTROL_CHARS, INVALID_UTF8, TAG_LOOKALIKE),
     "think_len": (THINK_TOO_SHORT, THINK_TOO_LONG),
     "answer_len": (ANSWER_TOO_LONG,),
-    "id": (DUPLICATE_ID,),
+    "id_key": (DUPLICATE_ID,),
     "split": (BAD_SPLIT,),
 }
 STATUS_COLUMNS = ("schema_check", "segment_check", "answer_check", "image_check", "text_check")
 ALL_REASONS = tuple(r for reasons in COLUMN_REASONS.values() for r in reasons)
 OK = "ok"
 
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # Unicode category Cc, minus \t and \n
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # lone surrogates: a str that cannot be encoded as UTF-8
 
@@ -137,42 +146,32 @@ def segment_texts(record: Record) -> tuple[str, str]:
     return record.reasoning.strip(), record.answer.strip()
 
 
-def _is_number(text: str) -> bool:
-    """A finite float literal; underscores (which float() accepts) are refused."""
-    if "_" in text:  # float() accepts "1_000"; a dataset answer should not
-        return False
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
-
-
-def _is_choice(answer: str, choices: Sequence[str]) -> bool:
-    letters = [chr(ord("A") + i) for i in range(min(len(choices), 26))]
-    return answer.upper() in letters if len(answer) == 1 else answer in [c.strip() for c in choices]
-
-
 def answer_failures(answer: str, answer_type: str, choices: Sequence[str] | None) -> list[Failure]:
-    """Answer consistent with its type: integer = optional sign + ASCII digits; number = a finite float;
-    choice = a letter index (A, B, … case-insensitive) or the exact text of a choice; text = non-empty."""
-    text = answer.strip()
+    """Answer readable under its type by the one answer grammar (`core.answers`): integer ("12", "1,234", "-3";
+    ASCII digits), number (also "2.5", "1e-3", "1/2", "50%"), choice (an option letter or text, with non-empty
+    choices), text (a non-empty normalised text)."""
     if answer_type not in ANSWER_TYPES:
         return [Failure(UNKNOWN_ANSWER_TYPE, f"answer_type {answer_type!r} not in {list(ANSWER_TYPES)}")]
-    if answer_type == "choice":
-        if not choices:
-            return [Failure(EMPTY_CHOICES, "answer_type 'choice' needs a non-empty choices list")]
-        ok = _is_choice(text, choices)
-    elif answer_type == "integer":
-        ok = _INTEGER.fullmatch(text) is not None
-    elif answer_type == "number":
-        ok = _is_number(text)
-    else:
-        ok = bool(text)
-    return [] if ok else [Failure(ANSWER_TYPE_MISMATCH, f"answer {text[:40]!r} is not a valid {answer_type}")]
+    if answer_type == "choice" and not choices:
+        return [Failure(EMPTY_CHOICES, "answer_type 'choice' needs a non-empty choices list")]
+    problem = gold_answer_problem(answer.strip(), answer_type, choices)
+    return [] if problem is None else [Failure(ANSWER_TYPE_MISMATCH, problem)]
+
+
+def lookalike_tag(text: str) -> str | None:
+    """A segment tag that appears only after NFKC normalisation (`＜/think＞`, `﹤answer﹥`), or None.
+
+    Such text passes the segment rule as written but turns into a real tag under the NFKC normalisation that
+    tokenizers and the answer grammar apply, so a look-alike is refused rather than trusted."""
+    if text.isascii():
+        return None
+    folded = unicodedata.normalize("NFKC", text)
+    return next((tag for tag in TAGS if folded.count(tag) > text.count(tag)), None)
 
 
 def text_failures(fields: dict[str, str]) -> list[Failure]:
-    """Each text field must encode as UTF-8 and hold no control characters other than \\n and \\t.
+    """Each text field must encode as UTF-8, hold no control characters other than \\n and \\t, and no
+    look-alike of a segment tag.
 
     Reported once per field and reason; a lone surrogate comes from a `\\udXXX` JSON escape or from invalid
     UTF-8 bytes in the file (decoded with surrogateescape, see `dataset.read_lines`)."""
@@ -183,7 +182,28 @@ def text_failures(fields: dict[str, str]) -> list[Failure]:
         match = _CONTROL.search(value)
         if match:
             failures.append(Failure(CONTROL_CHARS, f"{name} holds control character U+{ord(match.group()):04X}"))
+        tag = lookalike_tag(value)
+        if tag is not None:
+            failures.append(Failure(TAG_LOOKALIKE, f"{name} holds a look-alike of {tag} (becomes the tag under NFKC)"))
     return failures
+
+
+def other_text_failures(record: Record) -> list[Failure]:
+    """Lone surrogates in the fields `text_failures` does not read (images, provenance, …): the split writer could
+    not encode them."""
+    fields = {"images": record.images, "provenance": record.provenance, "answer_type": record.answer_type,
+              "split": record.split}
+    bad = [where for name, value in fields.items() if (where := lone_surrogate(value, name)) is not None]
+    return [Failure(INVALID_UTF8, f"{where} holds a lone surrogate (not encodable as UTF-8)") for where in bad]
+
+
+def image_count_failures(record: Record) -> list[Failure]:
+    """`<image>` placeholders left in the question (when there are any) must match the images one for one."""
+    slots = image_slots(record.question)
+    if slots and slots != len(record.images):
+        return [Failure(IMAGE_COUNT_MISMATCH, f"question has {slots} <image> placeholder(s) for {len(record.images)} "
+                                              "image(s)")]
+    return []
 
 
 def record_text_fields(record: Record) -> dict[str, str]:
@@ -218,19 +238,23 @@ def record_failures(record: Record) -> list[Failure]:
         *segment_failures(record),
         *answer_failures(record.answer, record.answer_type, record.choices),
         *text_failures(record_text_fields(record)),
+        *other_text_failures(record),
+        *image_count_failures(record),
         *split_failures(record.split),
     ]
 
 
 def duplicate_failures(checks: Sequence[SampleCheck]) -> None:
-    """Mark every record whose id occurs more than once: no copy is preferred, all go to quarantine."""
+    """Mark every record whose id key (`records.id_key`: case and surrounding whitespace ignored) occurs more than
+    once: no copy is preferred, all go to quarantine."""
     counts: dict[str, int] = {}
     for c in checks:
         if c.id is not None:
-            counts[c.id] = counts.get(c.id, 0) + 1
+            counts[id_key(c.id)] = counts.get(id_key(c.id), 0) + 1
     for c in checks:
-        if c.id is not None and counts[c.id] > 1:
-            c.failures.append(Failure(DUPLICATE_ID, f"id {c.id!r} occurs {counts[c.id]} times"))
+        if c.id is not None and counts[id_key(c.id)] > 1:
+            c.failures.append(Failure(DUPLICATE_ID, f"id {c.id!r} occurs {counts[id_key(c.id)]} times "
+                                                    "(ids are compared ignoring case and surrounding whitespace)"))
 
 
 # Length counters --------------------------------------------------------------------------------------------------

@@ -1,18 +1,21 @@
 """Read a curated JSONL file into per-sample checks: every line ends up accepted or rejected, never skipped.
 
 Lines are read as bytes and decoded one by one (invalid UTF-8 bytes become lone surrogates, which the text
-check reports as `invalid_utf8`); a line that is not JSON or not a curated record is rejected as `bad_schema`
-with the parser's message, so `accepted + rejected == input lines` holds for any file.
+check reports as `invalid_utf8`); a line that is not JSON (`records.parse_json_line`: also over-deep nesting, huge
+integers, NaN, duplicate keys) or not a curated record is rejected as `bad_schema` with the parser's message. A line
+that is empty or only ASCII whitespace is blank: counted, not a record. A line of other whitespace or control
+characters (U+3000, \\x1c) is a record line and fails as `bad_schema`. So for any file,
+`lines == accepted + rejected + blank_lines`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scalevlm.records import Record, RecordError
+from scalevlm.records import BLANK_BYTES, JSONLineError, Record, RecordError, parse_json_line, write_jsonl
 from scalevlm.validation.checks import (
     BAD_SCHEMA,
     Failure,
@@ -26,17 +29,28 @@ from scalevlm.validation.checks import (
 from scalevlm.validation.images import ImageChecker, ImageLimits
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield (line number, parsed JSON or the raw text, schema error or None) for each non-blank line."""
+@dataclass
+class FileChecks:
+    """The checks of every record line of a file, and how many lines were blank."""
+
+    checks: list[SampleCheck]
+    blank_lines: int
+
+
+def read_lines(path: Path, blank: list[int] | None = None) -> Iterator[tuple[int, Any, str | None]]:
+    """Yield (line number, parsed JSON or the raw text, schema error or None) for each non-blank line; the numbers
+    of blank lines (empty or ASCII whitespace only) are appended to `blank` when given."""
     with Path(path).open("rb") as f:
         for lineno, raw in enumerate(f, 1):
-            text = raw.decode("utf-8", errors="surrogateescape")
-            if not text.strip():
+            if not raw.strip(BLANK_BYTES):
+                if blank is not None:
+                    blank.append(lineno)
                 continue
+            text = raw.decode("utf-8", errors="surrogateescape")
             try:
-                yield lineno, json.loads(text), None
-            except json.JSONDecodeError as e:
-                yield lineno, text.rstrip("\n"), f"line is not valid JSON ({e.msg})"
+                yield lineno, parse_json_line(text), None
+            except JSONLineError as e:
+                yield lineno, text.rstrip("\r\n"), f"line is not acceptable JSON: {e}"
 
 
 def parse_line(lineno: int, obj: Any, error: str | None, where: str) -> SampleCheck:
@@ -51,13 +65,14 @@ def parse_line(lineno: int, obj: Any, error: str | None, where: str) -> SampleCh
 
 def check_file(
     path: Path, lengths: LengthLimits, image_limits: ImageLimits, count: LengthCounter, images_root: Path | None = None
-) -> list[SampleCheck]:
+) -> FileChecks:
     """All per-sample checks of one file; images resolve relative to `images_root` (default: the file's folder),
     which is also the folder they must not escape."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path} (expected a curated JSONL file)")
-    checks = [parse_line(n, obj, err, str(path)) for n, obj, err in read_lines(path)]
+    blank: list[int] = []
+    checks = [parse_line(n, obj, err, str(path)) for n, obj, err in read_lines(path, blank)]
     images = ImageChecker(images_root if images_root is not None else path.parent, image_limits)
     for c in checks:
         if c.record is not None:
@@ -65,7 +80,7 @@ def check_file(
             c.failures.extend(images.check_record_images(c.record.images))
     add_lengths(checks, count, lengths)
     duplicate_failures(checks)
-    return checks
+    return FileChecks(checks, len(blank))
 
 
 def rejected_row(check: SampleCheck) -> dict[str, Any]:
@@ -81,14 +96,4 @@ def rejected_row(check: SampleCheck) -> dict[str, Any]:
 
 def write_rejected(path: Path, rows: list[dict[str, Any]]) -> int:
     """Canonical JSON lines, sorted by (id, line); a row holding undecodable text is written ASCII-escaped."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = sorted(rows, key=lambda r: (r["id"] or "", r["line"]))
-    with path.open("w", encoding="utf-8", newline="\n") as f:
-        for row in rows:
-            line = json.dumps(row, sort_keys=True, ensure_ascii=False)
-            try:
-                line.encode("utf-8")
-            except UnicodeEncodeError:
-                line = json.dumps(row, sort_keys=True, ensure_ascii=True)
-            f.write(line + "\n")
-    return len(rows)
+    return write_jsonl(path, sorted(rows, key=lambda r: (r["id"] or "", r["line"])))

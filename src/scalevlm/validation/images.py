@@ -1,7 +1,8 @@
 """Image checks: every image of a record present, inside the dataset folder, decodable, within size limits.
 
-Order per image (cheapest first; a bad file is never fully decoded): the path must stay inside the dataset
-folder (symlinks resolved), the file must exist, its byte size must be <= `max_bytes`, its header dimensions
+Order per image (cheapest first; a bad file is never fully decoded): the path must be a plain path (no control
+characters or lone surrogates, at most `MAX_PATH_CHARS`, nothing the filesystem refuses to look up), stay inside the
+dataset folder (symlinks resolved), the file must exist, its byte size must be <= `max_bytes`, its header dimensions
 within [`min_px`, `max_px`] per side (checked before decoding, so a decompression bomb is rejected unread), then
 PIL `verify()` (structure and checksums) and `load()` (full decode) must both pass with truncated images *not*
 tolerated. Results are cached per resolved path: content-addressed stores share images between records.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -18,6 +20,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from PIL import Image, ImageFile
 
 from scalevlm.validation.checks import (
+    IMAGE_BAD_PATH,
     IMAGE_CORRUPT,
     IMAGE_MISSING,
     IMAGE_PATH_ESCAPES,
@@ -47,6 +50,20 @@ def _truncated_images_rejected() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
+MAX_PATH_CHARS = 1024  # far beyond a real relative image path; Linux itself stops at 4096 bytes
+_NOT_A_PATH = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _path_problem(rel: str) -> str | None:
+    """Why `rel` cannot name a file at all, before the filesystem is asked (NUL bytes make `os` raise)."""
+    bad = _NOT_A_PATH.search(rel)
+    if bad:
+        return f"path holds U+{ord(bad.group()):04X}; give a plain relative path"
+    if len(rel) > MAX_PATH_CHARS:
+        return f"path is {len(rel)} characters long (max {MAX_PATH_CHARS})"
+    return None
+
+
 def _is_unsafe(rel: str) -> bool:
     """Absolute (POSIX or Windows) paths are never relative to the dataset folder."""
     return not rel or PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute() or "\\" in rel
@@ -68,7 +85,8 @@ class ImageChecker:
 
     def check(self, rel: str) -> list[Failure]:
         if rel not in self._cache:
-            self._cache[rel] = [Failure(reason, f"{rel}: {detail}") for reason, detail in self._check(rel)]
+            shown = rel if len(rel) <= 200 else rel[:200] + "…"
+            self._cache[rel] = [Failure(reason, f"{shown}: {detail}") for reason, detail in self._check(rel)]
         return self._cache[rel]
 
     def resolve(self, rel: str) -> Path | None:
@@ -79,12 +97,18 @@ class ImageChecker:
         return Path(path) if path.startswith(self._prefix) else None
 
     def _check(self, rel: str) -> list[tuple[str, str]]:
-        path = self.resolve(rel)
-        if path is None:
-            return [(IMAGE_PATH_ESCAPES, f"path escapes the dataset folder {self.dataset_dir}")]
-        if not path.is_file():
-            return [(IMAGE_MISSING, "file not found")]
-        size = path.stat().st_size
+        problem = _path_problem(rel)
+        if problem is not None:
+            return [(IMAGE_BAD_PATH, problem)]
+        try:
+            path = self.resolve(rel)
+            if path is None:
+                return [(IMAGE_PATH_ESCAPES, f"path escapes the dataset folder {self.dataset_dir}")]
+            if not path.is_file():
+                return [(IMAGE_MISSING, "file not found")]
+            size = path.stat().st_size
+        except (OSError, ValueError) as e:  # a name over 255 bytes (ENAMETOOLONG), a symlink loop, …
+            return [(IMAGE_BAD_PATH, f"cannot be looked up ({type(e).__name__}: {e})")]
         if size > self.limits.max_bytes:
             return [(IMAGE_TOO_LARGE, f"{size} bytes > max_image_bytes {self.limits.max_bytes}")]
         with _truncated_images_rejected():

@@ -14,8 +14,15 @@ UNKNOWN_SPLIT = "<unknown>"
 
 
 def _split_of(check: SampleCheck) -> str:
-    """The record's split, or a placeholder for lines that are not records."""
-    return check.record.split if check.record is not None else UNKNOWN_SPLIT
+    """The record's split (undecodable text escaped: it becomes a metrics key), or a placeholder for non-records."""
+    if check.record is None:
+        return UNKNOWN_SPLIT
+    return _printable(check.record.split)
+
+
+def _printable(text: str) -> str:
+    """`text` with undecodable characters (lone surrogates) escaped, so it can be printed and written as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def reason_counts(checks: Sequence[SampleCheck]) -> Counter:
@@ -30,16 +37,20 @@ def reason_examples(checks: Sequence[SampleCheck], n: int) -> dict[str, list[str
         for r in c.reasons:
             bucket = examples.setdefault(r, [])
             if len(bucket) < n:
-                bucket.append(c.id if c.id is not None else f"line {c.line}")
+                bucket.append(_printable(c.id) if c.id is not None else f"line {c.line}")
     return examples
 
 
-def metrics(checks: Sequence[SampleCheck], unit: str) -> dict[str, Any]:
-    """DVC metrics: accepted/rejected/input, reject rate, counts by split and by reason."""
+def metrics(checks: Sequence[SampleCheck], unit: str, blank_lines: int = 0) -> dict[str, Any]:
+    """DVC metrics: accepted/rejected/input (record lines), blank lines, reject rate, counts by split and by reason.
+
+    `lines = input + blank_lines` and `input = accepted + rejected`: every line of the file is accounted for."""
     accepted = [c for c in checks if c.accepted]
     rejected = [c for c in checks if not c.accepted]
     reasons = reason_counts(checks)
     out = {
+        "lines": len(checks) + blank_lines,
+        "blank_lines": blank_lines,
         "input": len(checks),
         "accepted": len(accepted),
         "rejected": len(rejected),
@@ -54,18 +65,18 @@ def metrics(checks: Sequence[SampleCheck], unit: str) -> dict[str, Any]:
     return out
 
 
-def summary_table(checks: Sequence[SampleCheck], examples: int = 3) -> str:
+def summary_table(checks: Sequence[SampleCheck], examples: int = 3, blank_lines: int = 0) -> str:
     """Counts by reason with example ids, then the totals, as a fixed-width text table."""
     counts = reason_counts(checks)
     ex = reason_examples(checks, examples)
     rows = [(r, str(counts[r]), ", ".join(ex[r])) for r in ALL_REASONS if counts[r]]
-    m = metrics(checks, unit="")
+    m = metrics(checks, unit="", blank_lines=blank_lines)
     width = max([len("reason"), *(len(r) for r, _, _ in rows)])
     lines = [f"{'reason':<{width}}  {'count':>7}  examples", f"{'-' * width}  {'-' * 7}  {'-' * 8}"]
     lines += [f"{r:<{width}}  {n:>7}  {e}" for r, n, e in rows] or [f"{'(none)':<{width}}  {0:>7}"]
     lines.append("")
     lines.append(f"input {m['input']}  accepted {m['accepted']}  rejected {m['rejected']}  "
-                 f"reject rate {m['reject_rate']:.2%}")
+                 f"reject rate {m['reject_rate']:.2%}" + (f"  (and {blank_lines} blank lines)" if blank_lines else ""))
     lines.append("accepted by split: " + (", ".join(f"{k} {v}" for k, v in m["accepted_by_split"].items()) or "(none)"))
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """The Great Expectations suites over per-sample derived columns, and their Data Docs.
 
-One row per input line (`derived_frame`): `id`, `split`, `answer_type`, string status columns (`segment_check`,
+One row per input line (`derived_frame`): `id`, `id_key` (the id as compared for duplicates), `split`, `answer_type`, string status columns (`segment_check`,
 `answer_check`, `image_check`, `text_check`, `schema_check`: "ok" or the failing reasons joined by "+", so
 Data Docs tabulate reasons), integer lengths `think_len`/`answer_len`, `accepted` (bool) and `rejected` (0/1).
 
@@ -35,6 +35,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.row_conditions import Column
 
 from scalevlm.core.splits import SPLITS
+from scalevlm.records import id_key
 from scalevlm.validation.checks import COLUMN_REASONS, OK, STATUS_COLUMNS, LengthLimits, SampleCheck, status
 
 SITE = "validate_segments"
@@ -88,14 +89,16 @@ def derived_frame(checks: Sequence[SampleCheck]) -> pd.DataFrame:
     rows = []
     for c in checks:
         rec = c.record
-        row: dict[str, Any] = {"id": _printable(c.id), "line": c.line}
+        # ascii(): an injective, writable form of the key (two ids collide in GX exactly when they do in Python)
+        row: dict[str, Any] = {"id": _printable(c.id), "id_key": ascii(id_key(c.id)) if c.id is not None else None,
+                               "line": c.line}
         row["split"] = rec.split if rec else None
         row["answer_type"] = rec.answer_type if rec else None
         row.update({col: status(c, col) for col in STATUS_COLUMNS})
         row["think_len"], row["answer_len"] = c.think_len, c.answer_len
         row["accepted"], row["rejected"] = c.accepted, int(not c.accepted)
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=["id", "line", "split", "answer_type", *STATUS_COLUMNS, "think_len",
+    frame = pd.DataFrame(rows, columns=["id", "id_key", "line", "split", "answer_type", *STATUS_COLUMNS, "think_len",
                                         "answer_len", "accepted", "rejected"])
     return frame.astype({"think_len": "float64", "answer_len": "float64", "accepted": bool, "rejected": "int64"})
 
@@ -124,7 +127,8 @@ def sample_expectations(spec: GateSpec) -> list[gxe.Expectation]:
             column="answer_len", max_value=lim.answer_max, meta=_meta("answer_len"),
             description=f"answer length at most {lim.answer_max} {lim.unit}",
         ),
-        gxe.ExpectColumnValuesToBeUnique(column="id", meta=_meta("id"), description="ids are unique"),
+        gxe.ExpectColumnValuesToBeUnique(column="id_key", meta=_meta("id_key"),
+                                         description="ids are unique, ignoring case and surrounding whitespace"),
         gxe.ExpectColumnValuesToBeInSet(
             column="split", value_set=list(SPLITS), meta=_meta("split"), description=f"split in {list(SPLITS)}"
         ),
