@@ -21,7 +21,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-SPLIT_DATA = ["data/validate_segments", "data/curate_dataset"]  # DVC outputs: the splits and their images
+from scalevlm.facts import CURATED, VALIDATED
+
+SPLIT_DATA = [VALIDATED.as_posix(), CURATED.as_posix()]  # DVC outputs: the splits and their images
 
 
 @task(task_run_name="fetch {ref}")

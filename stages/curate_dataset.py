@@ -30,6 +30,7 @@ from typing import Any
 from scalevlm.config import Checked, Fraction, Problems
 from scalevlm.core.answers import ANSWER_TYPES, gold_answer_problem
 from scalevlm.core.splits import assign_split
+from scalevlm.facts import CURATED, report_dir
 from scalevlm.records import Record, id_key, lone_surrogate, perceptual_hash, png_bytes, write_jsonl, write_records
 from scalevlm.runtime import stage_main, write_json
 from scalevlm.sources.base import Blank, Candidate, Dropped, SourceContext, SourceError
@@ -39,8 +40,8 @@ from scalevlm.sources.synthetic import DigitsConfig, GridConfig, digits_source, 
 from scalevlm.validation.checks import text_failures
 
 NAME = "curate_dataset"
-OUT_DATA = Path("data") / NAME
-OUT_REPORT = Path("reports") / NAME
+OUT_DATA = CURATED
+OUT_REPORT = report_dir(NAME)
 log = logging.getLogger(NAME)
 
 

@@ -1,6 +1,6 @@
 """evaluate (× arm): greedy generation on the test split, scored with the repo's `evaluate` metric modules.
 
-deps:  models/<train stage>/<method>/ of the arm (see ARM_MODELS), data/validate_segments/test.jsonl (+ images),
+deps:  models/<train stage>/<method>/ of the arm (`scalevlm.facts.arm_model`), data/validate_segments/test.jsonl (+ images),
        metrics/{answer_accuracy,format_compliance}, params.yaml[evaluate]
 outs:  reports/evaluate/<arm>/{metrics.json, predictions.jsonl}
 cmd:   python -m stages.evaluate --arm <sft-vanilla|sft-scale|grpo-vanilla|grpo-scale>
@@ -30,20 +30,14 @@ from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems
 from scalevlm.core.answers import is_correct, is_parseable
 from scalevlm.core.rewards import extract_answer
 from scalevlm.core.segments import parse_completion
+from scalevlm.facts import ARMS, METRICS, PREDICTIONS, arm_model, eval_report
 from scalevlm.guard import atomic_dir
 from scalevlm.inference import Generation, GenerationOptions, generate
 from scalevlm.records import Record, write_jsonl
 from scalevlm.runtime import set_torch_threads, stage_main, write_json
 
 NAME = "evaluate"
-OUT_REPORT = Path("reports") / NAME
 METRICS_DIR = Path(__file__).resolve().parents[1] / "metrics"  # code, shipped with the repo (not a data dep)
-ARM_MODELS = {
-    "sft-vanilla": Path("models") / "train_sft" / "vanilla",
-    "sft-scale": Path("models") / "train_sft" / "scale",
-    "grpo-vanilla": Path("models") / "train_grpo" / "vanilla",
-    "grpo-scale": Path("models") / "train_grpo" / "scale",
-}
 log = logging.getLogger(NAME)
 
 
@@ -161,19 +155,19 @@ def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
     """Evaluate one arm's model on the test split; rewrites reports/evaluate/<arm>/ completely."""
     from scalevlm.training.data import read_split
 
-    if arm not in ARM_MODELS:
-        raise ValueError(f"unknown arm {arm!r}; arms are {sorted(ARM_MODELS)}")
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; arms are {list(ARMS)}")
     if cfg.batch_size < 1 or cfg.max_new_tokens < 1:
         raise ValueError(f"evaluate: batch_size and max_new_tokens must be >= 1, got {cfg.batch_size}, {cfg.max_new_tokens}")
-    model_dir = root / ARM_MODELS[arm]
+    model_dir = root / arm_model(arm)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} not found: train the arm first (`dvc repro {NAME}@{arm}` runs its stages)")
     records = read_split(root, "test", cfg.max_samples)
     rows, metrics = evaluate_model(cfg, root, model_dir, records, arm)
-    metrics.update(arm=arm, model_dir=ARM_MODELS[arm].as_posix())
-    with atomic_dir(root / OUT_REPORT / arm) as staging:  # the previous report stays whole until this one is
-        write_jsonl(staging / "predictions.jsonl", rows)
-        write_json(staging / "metrics.json", metrics)
+    metrics.update(arm=arm, model_dir=arm_model(arm).as_posix())
+    with atomic_dir(root / eval_report(arm)) as staging:  # the previous report stays whole until this one is
+        write_jsonl(staging / PREDICTIONS, rows)
+        write_json(staging / METRICS, metrics)
     log.info("%s: accuracy %.3f, format %.3f on %d samples in %.1fs", arm, metrics["accuracy"],
              metrics["format_compliance"], len(rows), metrics["generation_wall_time_s"])
     return {k: metrics[k] for k in ("arm", "n", "accuracy", "format_compliance", "answer_parse_rate", "generation_wall_time_s")}
@@ -181,7 +175,7 @@ def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m stages.{NAME}", add_help=False)
-    parser.add_argument("--arm", required=True, choices=sorted(ARM_MODELS), help="which trained model to evaluate")
+    parser.add_argument("--arm", required=True, choices=ARMS, help="which trained model to evaluate")
     args, rest = parser.parse_known_args(argv)
     return stage_main(NAME, Config, lambda cfg, root: run(cfg, root, args.arm), rest, item=args.arm)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scalevlm.config import Checked, PositiveInt, Problems, Range, Text
+from scalevlm.facts import BASE_MODEL, METRICS, report_dir
 from scalevlm.guard import atomic_dir
 from scalevlm.modeling import TinySpec, build_tiny, load_model_and_processor, save_model_and_processor
 from scalevlm.modeling.images import set_pixel_bounds, visual_tokens
@@ -29,8 +30,8 @@ from scalevlm.runtime import stage_main, write_json
 from scalevlm.training.data import read_split, training_text
 
 NAME = "prepare_model"
-OUT_MODEL = Path("models") / NAME
-OUT_REPORT = Path("reports") / NAME
+OUT_MODEL = BASE_MODEL
+OUT_REPORT = report_dir(NAME)
 TINY = "tiny"
 log = logging.getLogger(NAME)
 
@@ -82,7 +83,7 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
         save_model_and_processor(model, processor, staging)
         metrics = _describe(cfg, model, processor, extra)
         write_provenance(staging, NAME, cfg, root, {"model": metrics})
-    write_json(root / OUT_REPORT / "metrics.json", {**metrics, "build_time_s": round(time.perf_counter() - start, 2)})
+    write_json(root / OUT_REPORT / METRICS, {**metrics, "build_time_s": round(time.perf_counter() - start, 2)})
     log.info("prepared %s (%s, %d parameters) in %s", cfg.name_or_path, metrics["model_class"], metrics["parameters"], out)
     return metrics
 

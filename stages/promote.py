@@ -19,17 +19,17 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from scalevlm.config import Checked, ConfigError, Problems, Range, load_config
 from scalevlm.core.promotion import ArmResult, Rules, decide
+from scalevlm.facts import METRICS, PREDICTIONS, PROMOTE_CANDIDATE, PROMOTE_DECISION, Arm, eval_report
 from scalevlm.records import read_jsonl
 from scalevlm.registry import RegistryError, artifact_path, champion, check_committed, register_and_assign
 from scalevlm.remote import RemoteError, push_with_deps
 from scalevlm.runtime import set_offline_env, stage_main, write_json
 
 NAME = "promote"
-OUT_REPORT = Path("reports") / NAME
 log = logging.getLogger(NAME)
 
 
@@ -40,7 +40,7 @@ TRACKABLE = ("accuracy", "format_compliance", "answer_parse_rate")  # higher-is-
 
 @dataclass(frozen=True)
 class Config(Checked):
-    candidate: Literal["sft-vanilla", "sft-scale", "grpo-vanilla", "grpo-scale"]  # the evaluated arm
+    candidate: Arm  # the evaluated arm whose model is registered
     artifact: str  # registry artifact name, declared under `artifacts:` in dvc.yaml
     stage: str  # registry stage the champion holds, e.g. prod
     rules: Rules  # pure core type (no config import there): its ranges are checked here
@@ -62,8 +62,8 @@ class Config(Checked):
 
 def candidate_snapshot(root: Path, arm: str) -> dict[str, Any]:
     """The arm's evaluation as the decision needs it: scalar metrics and per-sample correctness by test id."""
-    folder = root / "reports" / "evaluate" / arm
-    metrics_path, predictions_path = folder / "metrics.json", folder / "predictions.jsonl"
+    folder = root / eval_report(arm)
+    metrics_path, predictions_path = folder / METRICS, folder / PREDICTIONS
     for path in (metrics_path, predictions_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `dvc repro evaluate@{arm}` before promoting arm '{arm}'")
@@ -85,8 +85,8 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     decision["artifact"] = cfg.artifact
     decision["stage"] = cfg.stage
     decision["champion_version"] = current.version if current else None
-    write_json(root / OUT_REPORT / "candidate.json", snapshot)
-    write_json(root / OUT_REPORT / "decision.json", decision)
+    write_json(root / PROMOTE_CANDIDATE, snapshot)
+    write_json(root / PROMOTE_DECISION, decision)
     log.info("promote %s: %s", cfg.candidate, "YES" if decision["promote"] else "NO")
     return {k: decision[k] for k in ("promote", "candidate", "champion", "champion_version", "reasons")}
 
@@ -95,7 +95,7 @@ def gate(cfg: Config, root: Path, push: bool = True) -> int:
     """Exit status of the CI gate: 0 and a new `stage` version when the decision says promote, 1 otherwise, 2 when
     it cannot act. Before tagging, the model and everything upstream of it are pushed to the DVC remote
     (`scalevlm.remote`), unless `push` is off."""
-    path = root / OUT_REPORT / "decision.json"
+    path = root / PROMOTE_DECISION
     if not path.is_file():
         print(f"gate: {path} not found: run `dvc repro promote` first", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from scalevlm.config import Checked, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Problems, Range
 from scalevlm.core.rewards import reward_functions
+from scalevlm.facts import DVCLIVE, INITS, METRICS, TRAIN_SFT, model_dir, report_dir
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads, stage_main, write_json
 from scalevlm.training.checkpoints import (
@@ -38,10 +39,6 @@ from scalevlm.training.checkpoints import (
 )
 
 NAME = "train_grpo"
-INITS = ("vanilla", "scale")
-SFT_MODELS = Path("models") / "train_sft"
-OUT_MODELS = Path("models") / NAME
-OUT_REPORT = Path("reports") / NAME
 log = logging.getLogger(NAME)
 # settings that do not change the trajectory: a checkpoint saved under other values may be resumed
 UNSHAPING = ("resume", "keep_checkpoints", "save_steps", "logging_steps", "torch_threads")
@@ -181,7 +178,7 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
     set_torch_threads(cfg.torch_threads)
-    sft_dir = root / SFT_MODELS / init
+    sft_dir = root / model_dir(TRAIN_SFT, init)
     if not sft_dir.is_dir():
         raise FileNotFoundError(f"{sft_dir} not found: run `dvc repro train_sft@{init}` first")
     funcs, weights = reward_functions(
@@ -195,7 +192,7 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
     # padding side: a right-padding tokenizer misaligns them and Qwen2-VL's rope index fails as soon as prompts
     # differ in length (images of different sizes). The original side is restored before saving.
     saved_side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "left"
-    out_model, out_report = root / OUT_MODELS / init, root / OUT_REPORT / init
+    out_model, out_report = root / model_dir(NAME, init), root / report_dir(NAME, init)
     ckpt_dir = out_model / CHECKPOINTS
     fp = run_fingerprint(cfg, init, sft_dir, records)
     resume = find_resumable(ckpt_dir, fp, cfg.resume)
@@ -211,7 +208,7 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
         train_dataset=dataset,
         processing_class=processor,
         # curves per optimizer step, no DVC side effects; checkpoints count once complete
-        callbacks=[StepDVCLiveCallback(out_report / "dvclive", resume=resume is not None), CheckpointCallback()],
+        callbacks=[StepDVCLiveCallback(out_report / DVCLIVE, resume=resume is not None), CheckpointCallback()],
     )
     if resume:
         log.info("train_grpo[%s]: resuming %s", init, resume)
@@ -230,13 +227,13 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
         "rewards": reward_summary(trainer.state.log_history),
     }
     if trainer.accelerator.is_main_process:  # under `accelerate launch` only one process writes
-        (out_report / "dvclive" / "metrics.json").unlink(missing_ok=True)  # duplicate of our metrics.json
+        (out_report / DVCLIVE / METRICS).unlink(missing_ok=True)  # duplicate of our metrics.json
         staging = clear_staging(out_model)
         save_model_and_processor(trainer.accelerator.unwrap_model(trainer.model), processor, staging)
-        write_provenance(staging, NAME, cfg, root, {"init": init, "init_model": (SFT_MODELS / init).as_posix()})
+        write_provenance(staging, NAME, cfg, root, {"init": init, "init_model": model_dir(TRAIN_SFT, init).as_posix()})
         # one rename: a kill before it resumes from the last checkpoint, which is deleted only now (unless kept)
         publish_model(out_model, cfg.keep_checkpoints)
-        write_json(out_report / "metrics.json", metrics)
+        write_json(out_report / METRICS, metrics)
     state.wait_for_everyone()
     log.info("GRPO from %s: %d steps in %.1fs, rewards %s", init, metrics["steps"], wall, metrics["rewards"])
     return {k: metrics[k] for k in ("init", "resumed_from", "wall_time_s", "steps", "rewards")}

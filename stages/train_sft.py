@@ -22,25 +22,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from scalevlm.facts import BASE_MODEL, DVCLIVE, LOG_HISTORY, METHODS, METRICS, model_dir, report_dir
 from scalevlm.provenance import write_provenance
 from scalevlm.runtime import stage_main, write_json
-from scalevlm.training.config import METHODS, SFTSettings
+from scalevlm.training.config import SFTSettings
 from scalevlm.training.data import read_split
 from scalevlm.training.sft import SFTPaths, run_sft
 
 NAME = "train_sft"
-BASE_MODEL = Path("models") / "prepare_model"
 log = logging.getLogger(NAME)
 
 Config = SFTSettings  # params.yaml[train_sft]; defined in the library so the benchmark and tests share it
-
-
-def out_model(method: str) -> Path:
-    return Path("models") / NAME / method
-
-
-def out_report(method: str) -> Path:
-    return Path("reports") / NAME / method
 
 
 def run(cfg: Config, root: Path, method: str = "scale") -> dict[str, Any]:
@@ -53,16 +45,16 @@ def run(cfg: Config, root: Path, method: str = "scale") -> dict[str, Any]:
     paths = SFTPaths(
         root=root,
         base_model=base,
-        model_out=root / out_model(method),
-        live_dir=root / out_report(method) / "dvclive",
+        model_out=root / model_dir(NAME, method),
+        live_dir=root / report_dir(NAME, method) / DVCLIVE,
     )
     summary, history = run_sft(cfg, method, paths, records)
     from accelerate import PartialState
 
     if PartialState().is_main_process:
         write_provenance(paths.model_out, NAME, cfg, root, {"method": method, "base_model": str(BASE_MODEL), "summary": summary})
-        write_json(root / out_report(method) / "metrics.json", summary)
-        write_json(root / out_report(method) / "log_history.json", history)
+        write_json(root / report_dir(NAME, method) / METRICS, summary)
+        write_json(root / report_dir(NAME, method) / LOG_HISTORY, history)
     return summary
 
 

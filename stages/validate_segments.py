@@ -45,6 +45,7 @@ from scalevlm.config import (
     load_config,
 )
 from scalevlm.core.splits import SPLITS
+from scalevlm.facts import CURATED_RECORDS, report_dir
 from scalevlm.runtime import set_offline_env, stage_main, write_json
 from scalevlm.validation.checks import LengthCounter, LengthLimits, SampleCheck, char_counter, token_counter
 from scalevlm.validation.dataset import check_file, rejected_row, write_rejected
@@ -61,9 +62,9 @@ from scalevlm.validation.suite import (
 )
 
 NAME = "validate_segments"
-IN_RECORDS = Path("data") / "curate_dataset" / "records.jsonl"
+IN_RECORDS = CURATED_RECORDS
 OUT_DATA = OUT_DIR
-OUT_REPORT = Path("reports") / NAME
+OUT_REPORT = report_dir(NAME)
 DOCS = "data_docs"
 log = logging.getLogger(NAME)
 

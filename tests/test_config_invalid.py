@@ -94,6 +94,7 @@ INVALID: dict[str, list[Any]] = {
     f"{HUB}.datasets[0].adapter": ["llava", *NOT_ENUM],
     f"{HUB}.datasets[0].field_map": [{"question": "q"}, [], "x", {"question": 3}, {3: "q"}],
     f"{HUB}.datasets[0].limit": [-1, *NOT_OPT_INT],
+    f"{HUB}.datasets[0].allow_outside_project": NOT_BOOL,
     # validate_segments
     f"{VS}.max_reject_rate": [-0.1, 1.5, *NOT_FLOAT],
     f"{VS}.min_split_size.train": [-1, *NOT_INT],
@@ -177,6 +178,9 @@ INVALID: dict[str, list[Any]] = {
     f"{GRPO}.vllm_mode": ["remote", *NOT_ENUM],
     f"{GRPO}.trust_remote_code": NOT_BOOL,
     f"{GRPO}.torch_threads": [-1, *NOT_INT],
+    f"{GRPO}.save_steps": [-1, *NOT_INT],
+    f"{GRPO}.resume": NOT_BOOL,
+    f"{GRPO}.keep_checkpoints": NOT_BOOL,
     # evaluate
     f"{EV}.batch_size": [0, *NOT_INT],
     f"{EV}.max_new_tokens": [0, *NOT_INT],
@@ -270,16 +274,17 @@ def test_enums_match_the_code_that_reads_them() -> None:
     from transformers.trainer_utils import SchedulerType
 
     from scalevlm.core.scale_loss import NORMALISATIONS, SCHEDULES
+    from scalevlm.facts import ARMS
     from scalevlm.records import ANSWER_TYPES
     from scalevlm.training.config import LrScheduler, ScaleSettings
-    from stages import compare, evaluate, promote, validate_segments
+    from stages import compare, promote, validate_segments
 
     hints = typing.get_type_hints(ScaleSettings)
     assert get_args(hints["schedule"]) == SCHEDULES
     assert set(get_args(hints["normalisation"])) < set(NORMALISATIONS)  # `vanilla` is the other method, not a knob
     assert set(get_args(LrScheduler)) <= {s.value for s in SchedulerType}
     assert get_args(validate_segments.AnswerType) == ANSWER_TYPES
-    arms = sorted(evaluate.ARM_MODELS)
+    arms = sorted(ARMS)
     assert sorted(compare.ARMS) == arms == sorted(get_args(typing.get_type_hints(promote.Config)["candidate"]))
 
 

@@ -99,11 +99,11 @@ def test_dependencies_point_one_way(folder: str, forbidden: tuple[str, ...]) -> 
 
 
 def test_registry_artifact_is_the_promotion_candidates_model() -> None:
-    from stages.evaluate import ARM_MODELS
+    from scalevlm.facts import arm_model
 
     artifacts = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]
     promote = PARAMS["promote"]
-    assert artifacts[promote["artifact"]]["path"] == ARM_MODELS[promote["candidate"]].as_posix()
+    assert artifacts[promote["artifact"]]["path"] == arm_model(promote["candidate"]).as_posix()
 
 
 
@@ -121,3 +121,46 @@ def test_import_closure_sees_lazy_imports_and_package_inits() -> None:
     assert "src/scalevlm/training/trainer.py" in closure  # imported inside run_sft(), not at module level
     assert "src/scalevlm/core/scale_loss.py" in closure  # reached only through trainer.py
     assert "src/scalevlm/__init__.py" in closure  # run by Python before any scalevlm submodule
+
+
+# dvc.yaml against the facts module (scalevlm.facts): one owner for arms, methods and every stage path ------------
+
+
+def _items(name: str) -> list[dict[str, str]]:
+    matrix = DVC[name].get("matrix") or {}
+    keys = sorted(matrix)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(matrix[k] for k in keys))] or [{}]
+
+
+def _resolve(path: str, item: dict[str, str]) -> str:
+    path = re.sub(r"\$\{item\.(\w+)\}", lambda m: item[m.group(1)], path)
+    return re.sub(r"\$\{(\w+)\.(\w+)\}", lambda m: str(PARAMS[m.group(1)][m.group(2)]), path)
+
+
+def test_stages_and_matrices_are_the_facts() -> None:
+    from scalevlm import facts
+
+    assert tuple(DVC) == facts.STAGES, "dvc.yaml lists the stages of scalevlm.facts.STAGES, in that order"
+    assert {n: {k: tuple(v) for k, v in (s.get("matrix") or {}).items()} for n, s in DVC.items() if s.get("matrix")} \
+        == facts.MATRIX
+    assert tuple(facts.arm(t, m) for t in facts.TRAININGS for m in facts.METHODS) == facts.ARMS
+    assert facts.INITS == facts.METHODS
+    for a, b in facts.PAIRS + facts.CLAIM_PAIRS:
+        assert a in facts.ARMS and b in facts.ARMS and a != b
+    assert set(facts.METHOD_PAIRS) <= set(facts.PAIRS) and len(set(facts.PAIRS)) == len(facts.PAIRS)
+
+
+@pytest.mark.parametrize("name", sorted(DVC))
+def test_stage_outputs_and_data_deps_are_the_facts(name: str) -> None:
+    """Every outs/metrics/plots path and every data dep (data|models|reports) of every item, as facts says."""
+    from scalevlm import facts
+
+    spec = DVC[name]
+    for item in _items(name):
+        where = {"candidate": PARAMS[name]["candidate"]} if name == facts.PROMOTE else item
+        outs = [_resolve(p, item) for key in ("outs", "metrics", "plots") for p in _paths(spec.get(key))]
+        assert sorted(outs) == sorted(p.as_posix() for p in facts.outputs(name, where)), (name, item)
+        data = [d for d in (_resolve(p, item) for p in _paths(spec["deps"])) if re.match(r"(data|models|reports)/", d)]
+        assert sorted(data) == sorted(p.as_posix() for p in facts.inputs(name, where)), (name, item)
+        code = [d for d in _paths(spec["deps"]) if not re.match(r"(data|models|reports)/", d)]
+        assert all(re.match(r"(stages|src|metrics)/", d) for d in code), code

@@ -87,7 +87,7 @@ def test_train_grpo_smoke(project: Path) -> None:
 
 @pytest.mark.parametrize(
     ("over", "message"),
-    [({"batch_size": 6}, "multiple of num_generations"), ({"num_generations": 1, "batch_size": 8}, "num_generations >= 2")],
+    [({"batch_size": 6}, "multiple of num_generations"), ({"num_generations": 1, "batch_size": 8}, "num_generations: must be >= 2")],
 )
 def test_train_grpo_rejects_bad_config(project: Path, over: dict[str, object], message: str) -> None:
     from stages.train_grpo import run

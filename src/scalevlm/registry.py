@@ -27,7 +27,9 @@ from typing import Any
 
 import yaml
 
-SNAPSHOT = "reports/promote/candidate.json"
+from scalevlm.facts import PROMOTE_CANDIDATE, PROMOTE_DECISION
+
+SNAPSHOT = PROMOTE_CANDIDATE.as_posix()
 VERSION = re.compile(r"v\d+\.\d+\.\d+")  # GTO's semantic versions
 FETCH_DIR = Path("models") / "registry"  # default home of fetched versions: <artifact>@<version>/
 MARKER = ".fetched.json"  # written last: a folder with it holds a complete download of that version
@@ -78,7 +80,7 @@ def champion(root: Path, artifact: str, stage: str = "prod") -> Champion | None:
 
 def check_committed(root: Path) -> None:
     """Refuse uncommitted promotion reports: the registered commit must be the one that was evaluated."""
-    dirty = _git(root, "status", "--porcelain", "--", SNAPSHOT, "reports/promote/decision.json").strip()
+    dirty = _git(root, "status", "--porcelain", "--", SNAPSHOT, PROMOTE_DECISION.as_posix()).strip()
     if dirty:
         raise RegistryError(
             f"the promotion reports are not committed ({dirty.splitlines()}): commit dvc.lock and reports/ first, "

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from scalevlm.core.seeds import paired_over_seeds, summarise
+from scalevlm.facts import ARMS, EVALUATE, METHOD_PAIRS, METRICS, REPORTS
 
-ARMS = ("sft-vanilla", "sft-scale", "grpo-vanilla", "grpo-scale")
-PAIRS = (("sft-scale", "sft-vanilla"), ("grpo-scale", "grpo-vanilla"), ("sft-scale", "grpo-vanilla"))
+PAIRS = METHOD_PAIRS  # seed-level comparisons of the methods (what GRPO adds is compare's per-run question)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -55,7 +55,7 @@ def experiment_rows(shown: Any, prefix: str) -> list[dict[str, Any]]:
         arms = {}
         for path, blob in (data.get("metrics") or {}).items():
             parts = Path(path).parts
-            if len(parts) == 4 and parts[:2] == ("reports", "evaluate") and parts[3] == "metrics.json":
+            if len(parts) == 4 and parts[:2] == (REPORTS.name, EVALUATE) and parts[3] == METRICS:
                 arms[parts[2]] = blob.get("data", {})
         rows.append({"name": name, "params": params, "arms": arms})
     return sorted(rows, key=lambda r: r["name"])

@@ -33,11 +33,12 @@ from typing import Any, Literal
 from PIL import Image, ImageOps
 
 from scalevlm.config import Checked, NonNegativeInt, Problems, Text
+from scalevlm.facts import LOCAL_DATA
 from scalevlm.records import BLANK_BYTES, JSONLineError, lone_surrogate, parse_json_line
 from scalevlm.sources import adapters
 from scalevlm.sources.base import AdapterError, Blank, Candidate, Dropped, SourceContext, SourceError
 
-LOCAL_DIR = Path("data") / "local"
+LOCAL_DIR = LOCAL_DATA
 FORMAT_KEYS = (("trl", ("prompt", "completion")), ("messages", ("messages",)), ("sharegpt", ("conversations",)),
                ("plain", ("question", "answer")))
 

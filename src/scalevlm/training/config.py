@@ -31,10 +31,6 @@ from scalevlm.config import (
     to_dict,
 )
 
-Method = Literal["vanilla", "scale"]
-METHODS: tuple[str, ...] = ("vanilla", "scale")
-
-
 # transformers schedulers that run with our arguments alone: cosine_with_min_lr, cosine_warmup_with_min_lr and
 # warmup_stable_decay need scheduler kwargs we do not pass, reduce_lr_on_plateau needs an evaluation metric, and
 # greedy needs both.

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from scalevlm.core.splits import SPLITS
+from scalevlm.facts import REJECTED, VALIDATED
 from scalevlm.records import FIELDS, Record, read_records, write_jsonl
 
-OUT_DIR = Path("data") / "validate_segments"
-REJECTED_FILE = "rejected.jsonl"
+OUT_DIR = VALIDATED
+REJECTED_FILE = REJECTED.name
 
 
 def split_file(root: Path, split: str) -> Path:
