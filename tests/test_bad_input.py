@@ -156,6 +156,25 @@ def test_local_negative_limit_is_refused_not_read_as_nothing(tmp_path: Path, lim
         list(local_source(LocalConfig(True, (spec,)), SourceContext(lambda key: "train", tmp_path)))
 
 
+def test_hub_dataset_outside_the_project_stops_the_stage_with_the_key_and_the_param(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    write_lines(tmp_path / "elsewhere" / "train.jsonl", [PLAIN])
+    params = curate_params(project, [])
+    data = yaml.safe_load(params.read_text())
+    data[curate_dataset.NAME]["sources"]["local"] = {"enabled": False, "files": []}
+    data[curate_dataset.NAME]["sources"]["hub"] = {"enabled": True, "datasets": [{
+        "name": str(tmp_path / "elsewhere"), "split": "train", "revision": None, "adapter": "mapped",
+        "field_map": {"image": "image", "question": "question", "reasoning": "reasoning", "answer": "answer"},
+        "limit": None}]}
+    params.write_text(yaml.safe_dump(data))
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert curate_dataset.main(["--params", str(params), "--root", str(project)]) == 2
+    message = err.getvalue()
+    assert "Traceback" not in message
+    assert "curate_dataset.sources.hub.datasets[0].name" in message and "allow_outside_project: true" in message
+
+
 def test_exif_rotated_image_is_stored_upright(tmp_path: Path) -> None:
     image = Image.new("RGB", (32, 16), (30, 30, 200))
     image.paste(RED, (0, 0, 16, 16))  # left half red, as the camera saw it before rotating

@@ -14,9 +14,13 @@ from typing import Any
 
 from PIL import Image
 
+from scalevlm.errors import PipelineError
 
-class SourceError(ValueError):
-    """A source is misconfigured (a missing file, an unknown format): the whole source cannot be read."""
+
+class SourceError(PipelineError, ValueError):
+    """A source is misconfigured (a missing file, an unknown format): the whole source cannot be read.
+
+    A `PipelineError`: the stage prints the message and exits 2, without a traceback."""
 
 
 class AdapterError(ValueError):
