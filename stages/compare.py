@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems, Range
+from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Range
 from scalevlm.core.stats import bootstrap_ci, compare_paired
 from scalevlm.facts import (
     ARMS,
@@ -35,10 +35,10 @@ from scalevlm.facts import (
     INITS,
     METHODS,
     METRICS,
+    PAIRS,
     PREDICTIONS,
     TRAIN_GRPO,
     TRAIN_SFT,
-    Arm,
     eval_report,
     report_dir,
 )
@@ -51,21 +51,10 @@ log = logging.getLogger(NAME)
 
 
 @dataclass(frozen=True)
-class Pair(Checked):
-    a: Arm
-    b: Arm
-
-    def check(self) -> Problems:
-        if self.a == self.b:
-            yield "b", f"a pair compares two different arms, got {self.a!r} twice"
-
-
-@dataclass(frozen=True)
 class Config(Checked):
     n_resamples: PositiveInt
     seed: NonNegativeInt
-    alpha: Annotated[float, Range(gt=0, lt=1)]
-    pairs: tuple[Pair, ...]
+    alpha: Annotated[float, Range(gt=0, lt=1)]  # the arms and the pairs compared are facts (scalevlm.facts)
 
 
 # Inputs -----------------------------------------------------------------------------------------------------
@@ -142,13 +131,13 @@ def arm_table(metrics: dict[str, dict[str, Any]], preds: dict[str, dict[str, dic
     return table
 
 
-def paired_tests(preds: dict[str, dict[str, dict[str, Any]]], ids: list[str], pairs: tuple[Pair, ...],
+def paired_tests(preds: dict[str, dict[str, dict[str, Any]]], ids: list[str], pairs: tuple[tuple[str, str], ...],
                  rng: np.random.Generator, n_resamples: int) -> list[dict[str, Any]]:
     out = []
-    for pair in pairs:
-        a = [float(preds[pair.a][i]["correct"]) for i in ids]
-        b = [float(preds[pair.b][i]["correct"]) for i in ids]
-        out.append({"a": pair.a, "b": pair.b, **compare_paired(a, b, rng, n_resamples).to_dict()})
+    for arm_a, arm_b in pairs:
+        a = [float(preds[arm_a][i]["correct"]) for i in ids]
+        b = [float(preds[arm_b][i]["correct"]) for i in ids]
+        out.append({"a": arm_a, "b": arm_b, **compare_paired(a, b, rng, n_resamples).to_dict()})
     return out
 
 
@@ -337,9 +326,6 @@ def plot_all(out: Path, table: dict[str, dict[str, Any]], preds: dict[str, dict[
 
 
 def run(cfg: Config, root: Path) -> dict[str, Any]:
-    unknown = sorted({x for p in cfg.pairs for x in (p.a, p.b)} - set(ARMS))
-    if unknown:
-        raise ValueError(f"compare.pairs names unknown arms {unknown}; arms are {list(ARMS)}")
     metrics, preds = load_arms(root)
     ids = sorted(set.intersection(*(set(p) for p in preds.values())))
     dropped = {arm: len(p) - len(ids) for arm, p in preds.items() if len(p) != len(ids)}
@@ -350,9 +336,9 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     rng = np.random.default_rng(cfg.seed)
     times = training_times(root)
     table = arm_table(metrics, preds, ids, times, rng, cfg.n_resamples)
-    tests = paired_tests(preds, ids, cfg.pairs, rng, cfg.n_resamples)
+    tests = paired_tests(preds, ids, PAIRS, rng, cfg.n_resamples)
     by_pair = {(t["a"], t["b"]): t for t in tests}
-    missing = tuple(Pair(a, b) for a, b in CLAIM_PAIRS if (a, b) not in by_pair)
+    missing = tuple(pair for pair in CLAIM_PAIRS if pair not in by_pair)  # claims need them; the table does not
     by_pair.update({(t["a"], t["b"]): t for t in paired_tests(preds, ids, missing, rng, cfg.n_resamples)})
     s, v = times.get("sft-scale"), times.get("grpo-vanilla")
     ratio = s / v if s is not None and v else None

@@ -194,8 +194,6 @@ INVALID: dict[str, list[Any]] = {
     "compare.n_resamples": [0, *NOT_INT],
     "compare.seed": [-1, *NOT_INT],
     "compare.alpha": [0, 1, 1.5, *NOT_FLOAT],
-    "compare.pairs[0].a": ["sft", *NOT_ENUM],
-    "compare.pairs[0].b": ["sft-scale", "grpo", *NOT_ENUM],  # pairs[0].a is sft-scale: a pair of one arm
     # promote
     f"{PR}.candidate": ["best", *NOT_ENUM],
     f"{PR}.artifact": ["", "Scale VLM", "-vlm", 3, None],

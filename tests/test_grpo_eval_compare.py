@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from scalevlm.facts import PAIRS
 from scalevlm.records import ImageStore, Record, read_jsonl, write_records
 from scalevlm.runtime import write_json
 
@@ -162,7 +163,7 @@ def _write_arm(root: Path, arm: str, correct: list[int], think: int) -> None:
 
 
 def test_compare_on_constructed_outputs(tmp_path: Path) -> None:
-    from stages.compare import Config, Pair, run
+    from stages.compare import Config, run
 
     n = 40
     base = [1] * 20 + [0] * 20
@@ -175,13 +176,15 @@ def test_compare_on_constructed_outputs(tmp_path: Path) -> None:
     live = tmp_path / "reports/train_sft/scale/dvclive/plots/metrics"
     live.mkdir(parents=True)
     (live / "w_think.tsv").write_text("timestamp\tstep\tw_think\n0\t1\t1.0\n0\t2\t0.5\n0\t3\t0.0\n")
-    cfg = Config(n_resamples=500, seed=0, alpha=0.05, pairs=(Pair("sft-scale", "sft-vanilla"), Pair("grpo-vanilla", "sft-vanilla")))
+    cfg = Config(n_resamples=500, seed=0, alpha=0.05)
     summary = run(cfg, tmp_path)
     assert summary["n"] == n and summary["accuracy"]["sft-scale"] == 0.75
     assert summary["time_ratio"] == pytest.approx(110.0 / 220.0)
     out = tmp_path / "reports/compare"
     metrics = json.loads((out / "metrics.json").read_text())
-    scale_vs_vanilla, same = metrics["tests"]
+    tests = {(t["a"], t["b"]): t for t in metrics["tests"]}
+    assert list(tests) == list(PAIRS)  # the pairs are facts, in their order
+    scale_vs_vanilla, same = tests[("sft-scale", "sft-vanilla")], tests[("grpo-vanilla", "sft-vanilla")]
     assert scale_vs_vanilla["diff"] == pytest.approx(0.25) and scale_vs_vanilla["p_mcnemar"] == pytest.approx(2 / 1024)
     assert same["diff"] == 0.0 and same["p_mcnemar"] == 1.0
     assert metrics["train_time_s"]["grpo-scale"] == 240.0
@@ -199,8 +202,11 @@ def test_compare_on_constructed_outputs(tmp_path: Path) -> None:
         assert (out / "plots" / name).stat().st_size > 1000
 
 
-def test_compare_rejects_unknown_arm(tmp_path: Path) -> None:
-    from stages.compare import Config, Pair, run
+def test_compare_pairs_are_facts_not_params() -> None:
+    """Pairs live in scalevlm.facts only: a params.yaml that still lists `compare.pairs` is refused, naming it."""
+    from scalevlm.config import ConfigError, load_config
+    from stages.compare import Config
 
-    with pytest.raises(ValueError, match="unknown arms"):
-        run(Config(n_resamples=10, seed=0, alpha=0.05, pairs=(Pair("sft-scale", "best"),)), tmp_path)
+    params = {"compare": {"n_resamples": 10, "seed": 0, "alpha": 0.05, "pairs": [{"a": "sft-scale", "b": "best"}]}}
+    with pytest.raises(ConfigError, match=r"compare: unknown keys \['pairs'\]"):
+        load_config(Config, params, "compare")
