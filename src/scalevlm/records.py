@@ -207,6 +207,21 @@ def lone_surrogate(value: Any, path: str = "$") -> str | None:
     return None
 
 
+MAX_IMAGE_PATH_CHARS = 1024  # Linux allows 4096 bytes (255 per name); an image path this long is a mistake
+_NOT_A_PATH = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def image_path_problem(rel: str) -> str | None:
+    """Why `rel` cannot name an image file at all (control characters, NUL included, lone surrogates, or over
+    `MAX_IMAGE_PATH_CHARS`), or None; checked before the filesystem sees it (`os` raises on a NUL byte)."""
+    bad = _NOT_A_PATH.search(rel)
+    if bad:
+        return f"path holds U+{ord(bad.group()):04X}; give a plain relative path"
+    if len(rel) > MAX_IMAGE_PATH_CHARS:
+        return f"path is {len(rel)} characters long (max {MAX_IMAGE_PATH_CHARS})"
+    return None
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed object); a bad line raises naming the file and line.
 

@@ -34,7 +34,7 @@ from PIL import Image, ImageOps
 
 from scalevlm.config import Checked, NonNegativeInt, Problems, Text
 from scalevlm.facts import LOCAL_DATA
-from scalevlm.records import BLANK_BYTES, JSONLineError, lone_surrogate, parse_json_line
+from scalevlm.records import BLANK_BYTES, JSONLineError, image_path_problem, lone_surrogate, parse_json_line
 from scalevlm.sources import adapters
 from scalevlm.sources.base import AdapterError, Blank, Candidate, Dropped, SourceContext, SourceError
 
@@ -227,10 +227,6 @@ def image_refs(obj: dict[str, Any], messages: Any) -> tuple[Any, ...]:
 # Images (shared with the hub source) ---------------------------------------------------------------------------
 
 
-MAX_PATH_CHARS = 1024  # Linux allows 4096 bytes (255 per name); an image path this long is a mistake, not a name
-_PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
 def resolve_inside(base: Path, ref: str, field: str) -> Path:
     """`base / ref`, refused when `ref` is absolute or the resolved path (symlinks followed) leaves `base`.
 
@@ -238,10 +234,9 @@ def resolve_inside(base: Path, ref: str, field: str) -> Path:
     filesystem sees it (`bad_image_path`); so is one the filesystem cannot look up (a name over 255 bytes)."""
     if "://" in ref:
         raise AdapterError("remote_image", f"'{field}' = {ref!r} is a URL; download the image next to the data")
-    bad = _PATH_CONTROL.search(ref)
-    if bad or len(ref) > MAX_PATH_CHARS:
-        why = f"holds U+{ord(bad.group()):04X}" if bad else f"is {len(ref)} characters long (max {MAX_PATH_CHARS})"
-        raise AdapterError("bad_image_path", f"'{field}' {why}; give a plain relative file path ({ref[:60]!r}…)")
+    problem = image_path_problem(ref)
+    if problem is not None:
+        raise AdapterError("bad_image_path", f"'{field}' = {ref[:60]!r}…: {problem}")
     if Path(ref).is_absolute() or ref.startswith("~"):
         raise AdapterError("path_escape", f"'{field}' = {ref!r} is absolute; give a path relative to {base}")
     try:

@@ -1,7 +1,7 @@
 """Image checks: every image of a record present, inside the dataset folder, decodable, within size limits.
 
 Order per image (cheapest first; a bad file is never fully decoded): the path must be a plain path (no control
-characters or lone surrogates, at most `MAX_PATH_CHARS`, nothing the filesystem refuses to look up), stay inside the
+characters or lone surrogates, not overlong: `records.image_path_problem`, nothing the filesystem refuses to look up), stay inside the
 dataset folder (symlinks resolved), the file must exist, its byte size must be <= `max_bytes`, its header dimensions
 within [`min_px`, `max_px`] per side (checked before decoding, so a decompression bomb is rejected unread), then
 PIL `verify()` (structure and checksums) and `load()` (full decode) must both pass with truncated images *not*
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from PIL import Image, ImageFile
 
+from scalevlm.records import image_path_problem
 from scalevlm.validation.checks import (
     IMAGE_BAD_PATH,
     IMAGE_CORRUPT,
@@ -48,20 +48,6 @@ def _truncated_images_rejected() -> Iterator[None]:
         yield
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
-
-
-MAX_PATH_CHARS = 1024  # far beyond a real relative image path; Linux itself stops at 4096 bytes
-_NOT_A_PATH = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def _path_problem(rel: str) -> str | None:
-    """Why `rel` cannot name a file at all, before the filesystem is asked (NUL bytes make `os` raise)."""
-    bad = _NOT_A_PATH.search(rel)
-    if bad:
-        return f"path holds U+{ord(bad.group()):04X}; give a plain relative path"
-    if len(rel) > MAX_PATH_CHARS:
-        return f"path is {len(rel)} characters long (max {MAX_PATH_CHARS})"
-    return None
 
 
 def _is_unsafe(rel: str) -> bool:
@@ -97,7 +83,7 @@ class ImageChecker:
         return Path(path) if path.startswith(self._prefix) else None
 
     def _check(self, rel: str) -> list[tuple[str, str]]:
-        problem = _path_problem(rel)
+        problem = image_path_problem(rel)
         if problem is not None:
             return [(IMAGE_BAD_PATH, problem)]
         try:
