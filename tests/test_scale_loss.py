@@ -12,6 +12,7 @@ from scalevlm.core.scale_loss import (
     ANSWER,
     IGNORE,
     THINK,
+    ScaleStats,
     progress,
     scale_loss,
     schedule_weights,
@@ -33,6 +34,17 @@ def test_per_sample_hand_computed() -> None:
     assert stats.loss_think == pytest.approx((1.5 + 2.0) / 2)
     assert stats.loss_answer == pytest.approx((3.5 + 4.0) / 2)
     assert (stats.think_tokens, stats.answer_tokens, stats.samples) == (3, 4, 2)
+
+
+def test_stats_add_up_over_micro_batches_and_processes() -> None:
+    """The logged statistics are sums and counts: two halves added (in-process `+`, or summed as lists as a gather
+    over processes does) give exactly the statistics of the whole batch."""
+    _, whole = scale_loss(CE, SEG, 0.25, 0.75)
+    _, first = scale_loss(CE[:1], SEG[:1], 0.25, 0.75)
+    _, second = scale_loss(CE[1:], SEG[1:], 0.25, 0.75)
+    assert first + second == whole
+    assert ScaleStats.from_list([a + b for a, b in zip(first.as_list(), second.as_list(), strict=True)]) == whole
+    assert (whole.think_loss_sum, whole.think_samples, whole.answer_loss_sum, whole.answer_samples) == (3.5, 2, 7.5, 2)
 
 
 def test_per_batch_hand_computed() -> None:

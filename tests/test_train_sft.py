@@ -161,6 +161,24 @@ def test_trainer_losses_match_trl_and_the_pure_loss(project: Path, tmp_path: Pat
     assert scale.current_weights() == pytest.approx((0.8, 0.2))  # p = 0
 
 
+def test_evaluation_logs_segment_losses_of_the_pure_loss(project: Path, tmp_path: Path) -> None:
+    """`evaluate` reports the per-segment losses the pure loss computes (mean over samples of L_think(i) and
+    L_ans(i)) beside TRL's token metrics, through `log`; the window starts empty again afterwards."""
+    scale, ds = _trainer(project, "scale", tmp_path)
+    held_out = ds.select(range(4))
+    metrics = scale.evaluate(eval_dataset=held_out)
+    batch = scale.data_collator([held_out[i] for i in range(4)])
+    with torch.no_grad():
+        logits = scale.model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    seg = batch_segment_labels(batch["labels"], PieceDecoder(scale.processing_class.tokenizer))
+    _, stats = scale_loss(shifted_token_ce(logits, batch["labels"]), seg[:, 1:], *scale.current_weights())
+    assert metrics["eval_loss_think"] == pytest.approx(stats.loss_think, rel=1e-5)
+    assert metrics["eval_loss_answer"] == pytest.approx(stats.loss_answer, rel=1e-5)
+    assert 0.0 <= metrics["eval_mean_token_accuracy"] <= 1.0 and metrics["eval_entropy"] > 0
+    assert "eval_w_think" not in metrics  # the schedule is logged per training step only
+    assert not scale.window["eval"] and scale.window_stats["eval"] is None
+
+
 def test_sft_config_translation(tmp_path: Path) -> None:
     cfg = dataclasses.replace(SETTINGS, batch_size=16, grad_accum=2, max_steps=600, warmup_ratio=0.05)
     args = sft_config(cfg, tmp_path, world_size=2)

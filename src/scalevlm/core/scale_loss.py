@@ -35,8 +35,7 @@ Progress p = step / total_steps in [0, 1]; w_ans = 1 − w_think always. Schedul
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +44,6 @@ from scalevlm.core.segments import ANSWER, IGNORE, THINK
 
 IGNORE_INDEX = -100
 
-Schedule = Literal["cosine", "linear", "constant", "step"]
-Normalisation = Literal["per_sample", "per_batch", "vanilla"]
 SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant", "step")
 NORMALISATIONS: tuple[str, ...] = ("per_sample", "per_batch", "vanilla")
 
@@ -119,17 +116,42 @@ def segment_counts(segments: torch.Tensor) -> SegmentCounts:
 
 @dataclass(frozen=True)
 class ScaleStats:
-    """Detached per-batch statistics for logging.
+    """Detached statistics of one micro-batch, for logging.
 
-    loss_think / loss_answer: mean over the batch's samples that have the segment of L_think(i) / L_ans(i)
-    (NaN when no sample has it); think_tokens / answer_tokens / samples: the local counts.
+    Every field is a sum or a count, so the statistics of several micro-batches and processes add up exactly
+    (`+`; over processes: sum `as_list()`, then `from_list`), and a logging window's mean is over all its samples.
+    think_loss_sum / answer_loss_sum: Σ L_think(i) / Σ L_ans(i) over the samples that have the segment;
+    think_samples / answer_samples: how many samples have it; think_tokens / answer_tokens / samples: the counts
+    of `segment_counts`. `loss_think` / `loss_answer` are the means (NaN when no sample has the segment).
     """
 
-    loss_think: float
-    loss_answer: float
+    think_loss_sum: float
+    answer_loss_sum: float
+    think_samples: int
+    answer_samples: int
     think_tokens: int
     answer_tokens: int
     samples: int
+
+    @property
+    def loss_think(self) -> float:
+        return self.think_loss_sum / self.think_samples if self.think_samples else float("nan")
+
+    @property
+    def loss_answer(self) -> float:
+        return self.answer_loss_sum / self.answer_samples if self.answer_samples else float("nan")
+
+    def as_list(self) -> list[float]:
+        """The fields in declaration order, as floats (to sum over processes in one tensor)."""
+        return [float(getattr(self, f.name)) for f in fields(self)]
+
+    @classmethod
+    def from_list(cls, values: list[float]) -> ScaleStats:
+        """Inverse of `as_list` (counts back to int)."""
+        return cls(*(v if f.type == "float" else round(v) for f, v in zip(fields(cls), values, strict=True)))
+
+    def __add__(self, other: ScaleStats) -> ScaleStats:
+        return ScaleStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
 def _denominator(value: float | int | torch.Tensor | None, local: int) -> torch.Tensor | float:
@@ -194,8 +216,10 @@ def scale_loss(
     with torch.no_grad():
         has_t, has_a = n_think > 0, n_answer > 0
         stats = ScaleStats(
-            loss_think=float(l_think[has_t].mean()) if bool(has_t.any()) else float("nan"),
-            loss_answer=float(l_answer[has_a].mean()) if bool(has_a.any()) else float("nan"),
+            think_loss_sum=float(l_think[has_t].sum()),
+            answer_loss_sum=float(l_answer[has_a].sum()),
+            think_samples=int(has_t.sum()),
+            answer_samples=int(has_a.sum()),
             think_tokens=counts.think_tokens,
             answer_tokens=counts.answer_tokens,
             samples=counts.samples,

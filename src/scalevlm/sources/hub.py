@@ -193,6 +193,8 @@ def data_files(spec: HubDataset, folder: Path) -> dict[str, list[str]]:
     `get_data_patterns` would also see image folders (a `sqa/train/` image folder reads as the train split), so the
     same rule is run with a resolver restricted to data-file extensions.
     """
+    # private: datasets 5.2 _get_data_files_patterns is the hub's split-naming rule with a pluggable resolver;
+    # the public get_data_patterns cannot be restricted to data files (see the docstring)
     from datasets.data_files import DataFilesDict, _get_data_files_patterns, resolve_pattern
 
     suffixes = sorted(BUILDERS)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-from scalevlm.core.scale_loss import IGNORE_INDEX, THINK
-from scalevlm.core.segments import IGNORE, decode_offsets, think_end_char, token_segment_labels
+from scalevlm.core.scale_loss import IGNORE_INDEX
+from scalevlm.core.segments import IGNORE, THINK, decode_offsets, think_end_char, token_segment_labels
 
 
 class PieceDecoder:

@@ -48,7 +48,7 @@ def summarise(trainer: Any, wall_s: float, n_records: int, world_size: int, resu
     """Scalar results of a run (reports/train_sft/<method>/metrics.json)."""
     history = trainer.state.log_history
     steps = int(trainer.state.global_step)
-    tokens = int(getattr(trainer, "_total_train_tokens", 0))
+    tokens = int(trainer.train_tokens)
     out: dict[str, Any] = {
         "method": trainer.method,
         "steps": steps,

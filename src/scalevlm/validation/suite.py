@@ -63,9 +63,11 @@ class ExpectLengthQuantilesToBeBetween(gxe.ExpectColumnQuantileValuesToBeBetween
     ("Object of type bool is not JSON serializable"); rendering is inherited unchanged.
     """
 
+    # private: GX 1.24 Expectation._validate computes `success`; the one place to make it a plain bool
     def _validate(
         self, metrics: dict, runtime_configuration: dict | None = None, execution_engine: Any = None
     ) -> dict[str, Any]:
+        # private: GX 1.24 the parent's _validate, whose numpy bools are converted below
         out = super()._validate(metrics, runtime_configuration, execution_engine)
         out["success"] = bool(out["success"])
         details = out["result"].get("details", {})
