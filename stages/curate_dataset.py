@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
-import shutil
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from scalevlm.config import Checked, Fraction, Problems
 from scalevlm.core.answers import ANSWER_TYPES, gold_answer_problem
 from scalevlm.core.splits import assign_split
 from scalevlm.facts import CURATED, report_dir
+from scalevlm.guard import atomic_dir
 from scalevlm.records import Record, id_key, lone_surrogate, perceptual_hash, png_bytes, write_jsonl, write_records
 from scalevlm.runtime import stage_main, write_json
 from scalevlm.sources.base import Blank, Candidate, Dropped, SourceContext, SourceError
@@ -209,17 +209,6 @@ def curate(cfg: Config, root: Path) -> Curated:
 def run(cfg: Config, root: Path) -> dict[str, Any]:
     cur = curate(cfg, root)
     kept, dropped, seen_in, reasons = cur.kept, cur.dropped, cur.seen_in, cur.reasons
-    out = root / OUT_DATA
-    if out.exists():
-        shutil.rmtree(out)  # outputs are rewritten completely, never merged with a previous run
-    for p in kept:
-        for rel, data in zip(p.record.images, p.pngs):
-            path = out / rel
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-    write_records(out / "records.jsonl", [p.record for p in kept])
-    write_jsonl(out / "dropped.jsonl", dropped)
     metrics = {
         "input": sum(seen_in.values()),
         "curated": len(kept),
@@ -234,6 +223,16 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     }
     if metrics["curated"] + metrics["dropped"] != metrics["input"]:
         raise RuntimeError(f"curation lost records: {metrics}")  # an invariant, not a user error
+    # written completely into a staging folder that replaces the previous output only once it is whole
+    with atomic_dir(root / OUT_DATA) as out:
+        for p in kept:
+            for rel, data in zip(p.record.images, p.pngs):
+                path = out / rel
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
+        write_records(out / "records.jsonl", [p.record for p in kept])
+        write_jsonl(out / "dropped.jsonl", dropped)
     write_json(root / OUT_REPORT / "metrics.json", metrics)
     log.info("curated %d of %d records (%d dropped: %s)", len(kept), metrics["input"], len(dropped), dict(reasons))
     return metrics

@@ -46,7 +46,8 @@ from scalevlm.config import (
 )
 from scalevlm.core.splits import SPLITS
 from scalevlm.facts import CURATED_RECORDS, report_dir
-from scalevlm.runtime import set_offline_env, stage_main, write_json
+from scalevlm.guard import atomic_dir
+from scalevlm.runtime import stage_main, write_json
 from scalevlm.validation.checks import LengthCounter, LengthLimits, SampleCheck, char_counter, token_counter
 from scalevlm.validation.dataset import check_file, rejected_row, write_rejected
 from scalevlm.validation.images import ImageLimits
@@ -188,9 +189,11 @@ def _clear_outputs(out: Path) -> None:
 def run(cfg: Config, root: Path) -> dict[str, Any]:
     """The DVC stage: validate the curated records, write outputs and reports, raise `ValidationFailed` on the gate."""
     data_dir, report_dir = root / OUT_DATA, root / OUT_REPORT
-    _clear(data_dir, report_dir)
-    v = validate(root / IN_RECORDS, cfg, root, report_dir / DOCS)
-    summary = write_outputs(v, (root / IN_RECORDS).parent, data_dir, report_dir, root)
+    # both folders are assembled in staging siblings and replace the previous ones only once complete; a failed
+    # gate still publishes them (the quarantine and Data Docs are what the user needs to see), then fails
+    with atomic_dir(data_dir) as data_tmp, atomic_dir(report_dir) as report_tmp:
+        v = validate(root / IN_RECORDS, cfg, root, report_tmp / DOCS)
+        summary = write_outputs(v, (root / IN_RECORDS).parent, data_tmp, report_tmp, root)
     log.info("accepted %d of %d records (%d rejected: %s)", summary["accepted"], summary["input"],
              summary["rejected"], summary["rejected_by_reason"])
     if not v.results.passed:
@@ -238,7 +241,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.input is None:
             return stage_main(NAME, Config, run, ["--params", args.params, "--root", args.root])
-        set_offline_env()
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return validate_cli(args)
     except (ValidationFailed, OSError) as e:  # a missing or unreadable --input is the user's to fix, not a traceback
