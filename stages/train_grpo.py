@@ -1,168 +1,32 @@
 """train_grpo (× init): TRL GRPOTrainer from an SFT model, rewarded by the segment rule and answer matching.
 
-deps:  models/train_sft/<init>/, data/validate_segments/train.jsonl (+ images), src/scalevlm/core/rewards.py,
-       src/scalevlm/core/answers.py, params.yaml[train_grpo]
-outs:  models/train_grpo/<init>/ (weights, processor, provenance.json),
+deps:  models/train_sft/<init>/, data/validate_segments/train.jsonl (+ images), src/scalevlm/training,
+       src/scalevlm/core/rewards.py, params.yaml[train_grpo]
+outs:  models/train_grpo/<init>/ (weights, processor, provenance.json; checkpoints/ while a run is in progress),
        reports/train_grpo/<init>/metrics.json (wall time, reward means), reports/train_grpo/<init>/dvclive/ (curves)
 cmd:   python -m stages.train_grpo --init <vanilla|scale>
 
-Rewards (core/rewards.py): `format` (1 iff the completion is well-formed), `accuracy` (1 iff its answer block
-matches the gold answer under the answer type's normalisation) and optional `length` shaping; their weights go
-to `GRPOConfig(reward_weights=…)`, a weight of 0 drops the reward. The dataset keeps `answer`, `answer_type` and
-`choices` beside `prompt`/`images`, and TRL hands those columns to the rewards as keyword lists. TRL logs each
-reward's mean per step (`rewards/<name>/mean`); they go to DVCLive and, averaged, to metrics.json.
+The run (rewards, dataset, trainer, resume) is `scalevlm.training.grpo.run_grpo`, the settings and their
+translation to TRL are there too (`GRPOSettings`, `grpo_config`): the shape of SFT's library code.
+`models/train_grpo/<init>` is a persistent DVC output so that an interrupted run can resume (`resume: true`)
+from its newest complete checkpoint; a finished run leaves only the final model (unless `keep_checkpoints: true`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from scalevlm.config import Checked, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Problems, Range
-from scalevlm.core.rewards import reward_functions
 from scalevlm.facts import DVCLIVE, INITS, METRICS, TRAIN_SFT, model_dir, report_dir
-from scalevlm.records import Record
-from scalevlm.runtime import set_torch_threads, stage_main, write_json
-from scalevlm.training.checkpoints import (
-    CHECKPOINTS,
-    clear_staging,
-    find_resumable,
-    fingerprint,
-    prepare_outputs,
-    publish_model,
-)
+from scalevlm.runtime import stage_main, write_json
+from scalevlm.training.grpo import GRPOSettings
 
 NAME = "train_grpo"
 log = logging.getLogger(NAME)
-# settings that do not change the trajectory: a checkpoint saved under other values may be resumed
-UNSHAPING = ("resume", "keep_checkpoints", "save_steps", "logging_steps", "torch_threads")
 
-
-@dataclass(frozen=True)
-class RewardWeights(Checked):
-    format: NonNegativeFloat
-    accuracy: NonNegativeFloat
-    length: NonNegativeFloat  # 0 = no length shaping
-
-    def check(self) -> Problems:
-        if not (self.format or self.accuracy or self.length):
-            yield "format", "every reward weight is 0; GRPO needs at least one reward (e.g. format: 0.5, accuracy: 1.0)"
-
-
-# TRL's GRPO losses; `luspo` is left out: it needs importance_sampling_level 'sequence', which we do not expose.
-LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "vespo"]
-
-
-@dataclass(frozen=True)
-class Config(Checked):
-    seed: NonNegativeInt
-    max_steps: PositiveInt
-    learning_rate: PositiveFloat
-    batch_size: PositiveInt  # completions per optimizer step = prompts per step × num_generations
-    num_generations: Annotated[int, Range(ge=2)]  # completions per prompt (the GRPO group; one has no advantage)
-    max_completion_length: Annotated[int, Range(ge=8)]  # tokens; fewer cannot hold <think>…</think><answer>…</answer>
-    beta: NonNegativeFloat  # KL coefficient; 0 = no reference model (TRL's default, cheapest)
-    temperature: PositiveFloat
-    loss_type: LossType
-    reward_weights: RewardWeights
-    max_think_chars: PositiveInt  # length reward: full bonus up to this many think characters
-    train_limit: PositiveInt | None  # first N training records by id; None = all
-    logging_steps: PositiveInt
-    gradient_checkpointing: bool  # off for the tiny model (~60% slower steps when on); on for large models on GPU
-    dtype: Literal["auto", "float32", "bfloat16"]  # bfloat16 only on a CUDA device
-    use_vllm: bool  # GPU users: generate with vLLM (needs `pip install vllm`); passed through to TRL
-    vllm_mode: Literal["colocate", "server"]
-    trust_remote_code: bool
-    torch_threads: NonNegativeInt  # CPU threads for torch; 0 = torch's default (see `scalevlm.runtime.set_torch_threads`)
-    save_steps: NonNegativeInt  # checkpoint every N steps (and at the end) so a killed run resumes; 0 = none
-    resume: bool  # resume from the newest complete checkpoint of an interrupted run with the same fingerprint
-    keep_checkpoints: bool  # keep checkpoints after a successful run
-
-    def check(self) -> Problems:
-        if self.batch_size % self.num_generations:
-            yield "batch_size", f"{self.batch_size} must be a multiple of num_generations {self.num_generations}"
-
-
-def grpo_dataset(root: Path, records: Sequence[Record]) -> Any:
-    """Records in TRL's vision prompt format plus the reward columns `answer`, `answer_type`, `choices`."""
-    from datasets import Dataset, Image, List
-
-    from scalevlm.training.data import to_sft_rows
-
-    rows = to_sft_rows(root, records)
-    del rows["completion"]  # GRPO generates the completion; the target only feeds SFT
-    rows["answer"] = [r.answer for r in records]
-    rows["answer_type"] = [r.answer_type for r in records]
-    rows["choices"] = [list(r.choices) if r.choices is not None else None for r in records]
-    return Dataset.from_dict(rows).cast_column("images", List(Image()))
-
-
-def grpo_config(cfg: Config, output_dir: Path, weights: list[float]) -> Any:
-    """Our settings → TRL's GRPOConfig (CPU-safe: bf16 only on CUDA; checkpoints under `output_dir`)."""
-    import torch
-    from trl import GRPOConfig
-
-    from scalevlm.inference import GRPO_CHAT_TEMPLATE_KWARGS
-
-    on_cuda = torch.cuda.is_available()
-    return GRPOConfig(
-        output_dir=str(output_dir),
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size,
-        num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length,
-        beta=cfg.beta,
-        temperature=cfg.temperature,
-        loss_type=cfg.loss_type,
-        reward_weights=weights,
-        chat_template_kwargs=GRPO_CHAT_TEMPLATE_KWARGS,  # prompt ids exactly as SFT and evaluation tokenise them
-        use_vllm=cfg.use_vllm,
-        vllm_mode=cfg.vllm_mode,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=not on_cuda,
-        bf16=on_cuda and cfg.dtype == "bfloat16",
-        activation_checkpointing=cfg.gradient_checkpointing,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps" if cfg.save_steps > 0 else "no",
-        save_steps=max(cfg.save_steps, 1),
-        save_total_limit=None,  # checkpoints.CheckpointCallback keeps the newest, deleting older ones once it is complete
-        report_to="none",  # DVCLive is attached as a callback of ours (no dvc.yaml edits, no git experiments)
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-
-
-def _summary_name(key: str) -> str | None:
-    """Our name for a TRL log key worth summarising: each reward's mean, the weighted total, completion length."""
-    if key.startswith("rewards/") and key.endswith("/mean"):
-        return key[len("rewards/") : -len("/mean")]  # e.g. accuracy_reward
-    return {"reward": "reward", "completions/mean_length": "completion_tokens"}.get(key)
-
-
-def reward_summary(log_history: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-reward mean over all logged steps and at the first and last logged step (TRL logs per-step means)."""
-    names = sorted({(name, key) for h in log_history for key in h if (name := _summary_name(key))})
-    summary: dict[str, Any] = {}
-    for name, key in names:
-        values = [float(h[key]) for h in log_history if key in h]
-        summary[name] = {"mean": statistics.fmean(values), "first": values[0], "last": values[-1]}
-    return summary
-
-
-def run_fingerprint(cfg: Config, init: str, sft_dir: Path, records: Sequence[Record]) -> str:
-    """What a resumed run must share with the interrupted one: settings, starting model, training records."""
-    from scalevlm.config import to_dict
-
-    settings = {k: v for k, v in to_dict(cfg).items() if k not in UNSHAPING}
-    return fingerprint({NAME: settings, "init": init}, sft_dir, records)
+Config = GRPOSettings  # params.yaml[train_grpo]; defined in the library, as SFT's settings are
 
 
 def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
@@ -170,72 +34,21 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
     resumes them from the newest complete checkpoint of an interrupted run with the same fingerprint."""
     from accelerate import PartialState
 
-    from scalevlm.modeling import load_model_and_processor, save_model_and_processor
-    from scalevlm.provenance import write_provenance
     from scalevlm.training.data import read_split
-    from scalevlm.training.trainer import CheckpointCallback, ResumableGRPOTrainer, StepDVCLiveCallback
+    from scalevlm.training.grpo import GRPOPaths, run_grpo
 
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
-    set_torch_threads(cfg.torch_threads)
     sft_dir = root / model_dir(TRAIN_SFT, init)
     if not sft_dir.is_dir():
         raise FileNotFoundError(f"{sft_dir} not found: run `dvc repro train_sft@{init}` first")
-    funcs, weights = reward_functions(
-        {"format": cfg.reward_weights.format, "accuracy": cfg.reward_weights.accuracy, "length": cfg.reward_weights.length},
-        cfg.max_think_chars,
-    )
     records = read_split(root, "train", cfg.train_limit)
-    dataset = grpo_dataset(root, records)
-    model, processor = load_model_and_processor(sft_dir, cfg.trust_remote_code, cfg.dtype)
-    # TRL left-pads prompt ids itself but builds the multimodal fields (mm_token_type_ids) with the processor's own
-    # padding side: a right-padding tokenizer misaligns them and Qwen2-VL's rope index fails as soon as prompts
-    # differ in length (images of different sizes). The original side is restored before saving.
-    saved_side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "left"
-    out_model, out_report = root / model_dir(NAME, init), root / report_dir(NAME, init)
-    ckpt_dir = out_model / CHECKPOINTS
-    fp = run_fingerprint(cfg, init, sft_dir, records)
-    resume = find_resumable(ckpt_dir, fp, cfg.resume)
-    state = PartialState()
-    if state.is_main_process:
-        prepare_outputs((out_report,), ckpt_dir, fp, resume)  # the previous model stays until the new one is whole
-        out_report.mkdir(parents=True, exist_ok=True)
-    state.wait_for_everyone()
-    trainer = ResumableGRPOTrainer(
-        model=model,
-        reward_funcs=funcs,
-        args=grpo_config(cfg, ckpt_dir, weights),
-        train_dataset=dataset,
-        processing_class=processor,
-        # curves per optimizer step, no DVC side effects; checkpoints count once complete
-        callbacks=[StepDVCLiveCallback(out_report / DVCLIVE, resume=resume is not None), CheckpointCallback()],
-    )
-    if resume:
-        log.info("train_grpo[%s]: resuming %s", init, resume)
-    start = time.perf_counter()
-    trainer.train_or_resume(resume)
-    wall = time.perf_counter() - start
-    processor.tokenizer.padding_side = saved_side
-    metrics = {
-        "init": init,
-        "resumed_from": resume.name if resume else None,
-        "wall_time_s": round(wall, 3),
-        "steps": trainer.state.global_step,
-        "train_samples": len(dataset),
-        "reward_names": [f.__name__ for f in funcs],
-        "reward_weights": weights,
-        "rewards": reward_summary(trainer.state.log_history),
-    }
-    if trainer.accelerator.is_main_process:  # under `accelerate launch` only one process writes
-        (out_report / DVCLIVE / METRICS).unlink(missing_ok=True)  # duplicate of our metrics.json
-        staging = clear_staging(out_model)
-        save_model_and_processor(trainer.accelerator.unwrap_model(trainer.model), processor, staging)
-        write_provenance(staging, NAME, cfg, root, {"init": init, "init_model": model_dir(TRAIN_SFT, init).as_posix()})
-        # one rename: a kill before it resumes from the last checkpoint, which is deleted only now (unless kept)
-        publish_model(out_model, cfg.keep_checkpoints)
-        write_json(out_report / METRICS, metrics)
-    state.wait_for_everyone()
-    log.info("GRPO from %s: %d steps in %.1fs, rewards %s", init, metrics["steps"], wall, metrics["rewards"])
+    report = root / report_dir(NAME, init)
+    paths = GRPOPaths(root=root, init_model=sft_dir, model_out=root / model_dir(NAME, init), report_dir=report,
+                      live_dir=report / DVCLIVE)
+    metrics = run_grpo(cfg, init, paths, records, {"init": init, "init_model": model_dir(TRAIN_SFT, init).as_posix()})
+    if PartialState().is_main_process:
+        write_json(report / METRICS, metrics)
     return {k: metrics[k] for k in ("init", "resumed_from", "wall_time_s", "steps", "rewards")}
 
 

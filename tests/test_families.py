@@ -96,7 +96,7 @@ def test_prompt_ids_identical_in_sft_grpo_and_evaluation(project: tuple[Path, di
     from scalevlm.core.rewards import reward_functions
     from scalevlm.modeling import load_model_and_processor
     from scalevlm.training.data import read_split
-    from stages.train_grpo import grpo_config
+    from scalevlm.training.grpo import grpo_config
 
     root, hub = project
     model, processor = load_model_and_processor(hub[family])

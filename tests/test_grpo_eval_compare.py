@@ -54,7 +54,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def grpo_cfg(**over: object) -> object:
-    from stages.train_grpo import Config, RewardWeights
+    from scalevlm.training.grpo import RewardWeights
+    from stages.train_grpo import Config
 
     base = dict(seed=0, max_steps=2, learning_rate=1e-4, batch_size=8, num_generations=4, max_completion_length=12,
                 beta=0.0, temperature=1.0, loss_type="dapo", reward_weights=RewardWeights(format=0.5, accuracy=1.0, length=0.1),
@@ -95,6 +96,20 @@ def test_train_grpo_rejects_bad_config(project: Path, over: dict[str, object], m
 
     with pytest.raises(ValueError, match=message):
         run(grpo_cfg(**over), project, "vanilla")
+
+
+def test_grpo_dataset_is_the_sft_rows_without_completion_and_refuses_missing_images(project: Path, tmp_path: Path) -> None:
+    from scalevlm.training.data import grpo_dataset, read_split, sft_dataset
+
+    records = read_split(project, "train", 4)
+    sft, grpo = sft_dataset(project, records), grpo_dataset(project, records)
+    assert grpo.column_names == ["images", "prompt", "answer", "answer_type", "choices"]
+    assert grpo["prompt"] == sft["prompt"] and grpo["answer"] == [r.answer for r in records]
+    gone = Record(id="synthetic/gone", images=("data/curate_dataset/images/gone.png",), question="q", reasoning="r",
+                  answer="1", answer_type="integer", choices=None, source="synthetic", split="train")
+    for build in (sft_dataset, grpo_dataset):  # before training starts, not at the first batch that holds it
+        with pytest.raises(FileNotFoundError, match="1 image file"):
+            build(tmp_path, [gone])
 
 
 def eval_cfg() -> object:

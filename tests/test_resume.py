@@ -34,6 +34,7 @@ from scalevlm.training.checkpoints import (
     prepare_outputs,
     verify_adapter,
 )
+from scalevlm.training.grpo import RewardWeights
 from stages import train_grpo, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ TOL = 1e-5  # max |diff| allowed between a resumed and an uninterrupted run (CPU
 SFT = dataclasses.replace(SETTINGS, max_steps=12, save_steps=4, torch_threads=1, logging_steps=4)
 GRPO = train_grpo.Config(
     seed=0, max_steps=12, learning_rate=1e-3, batch_size=4, num_generations=2, max_completion_length=48, beta=0.0,
-    temperature=1.0, loss_type="dapo", reward_weights=train_grpo.RewardWeights(format=0.5, accuracy=1.0, length=0.0),
+    temperature=1.0, loss_type="dapo", reward_weights=RewardWeights(format=0.5, accuracy=1.0, length=0.0),
     max_think_chars=400, train_limit=None, logging_steps=4, gradient_checkpointing=False, dtype="float32",
     use_vllm=False, vllm_mode="colocate", trust_remote_code=False, torch_threads=1,
     save_steps=4, resume=True, keep_checkpoints=False,

@@ -1,4 +1,5 @@
 """Typed SFT settings (params.yaml `train_sft`) and their translation to TRL's `SFTConfig` / peft's `LoraConfig`.
+(GRPO's settings, translation and run are `scalevlm.training.grpo`, the same shape in one module.)
 
 `batch_size` is the GLOBAL number of samples per optimizer step; the per-device micro-batch is derived from it,
 the gradient-accumulation steps and the number of processes, so the same params give the same optimisation on

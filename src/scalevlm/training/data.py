@@ -14,14 +14,12 @@ from typing import Any
 from scalevlm.records import Record
 from scalevlm.validation import OUT_DIR, image_paths, load_split
 
-DATA_DIR = OUT_DIR  # data/validate_segments: {train,val,test}.jsonl
-
 
 def read_split(root: Path, split: str, limit: int | None = None) -> list[Record]:
     """Validated records of `split`, sorted by id, at most `limit` (the first by id)."""
     records = sorted(load_split(Path(root), split), key=lambda r: r.id)
     if not records:
-        raise ValueError(f"{Path(root) / DATA_DIR}/{split}.jsonl holds no records")
+        raise ValueError(f"{Path(root) / OUT_DIR}/{split}.jsonl holds no records")
     return records[:limit] if limit is not None else records
 
 
@@ -55,12 +53,34 @@ def to_sft_rows(root: Path, records: Sequence[Record]) -> dict[str, list[Any]]:
     }
 
 
-def sft_dataset(root: Path, records: Sequence[Record]) -> Any:
-    """A `datasets.Dataset` in TRL's prompt/completion vision format; images decode lazily from their files."""
+def reward_columns(records: Sequence[Record]) -> dict[str, list[Any]]:
+    """What GRPO's rewards need beside the prompt (TRL passes extra columns to them as keyword lists)."""
+    return {
+        "answer": [r.answer for r in records],
+        "answer_type": [r.answer_type for r in records],
+        "choices": [list(r.choices) if r.choices is not None else None for r in records],
+    }
+
+
+def _vision_dataset(root: Path, records: Sequence[Record], rows: dict[str, list[Any]]) -> Any:
+    """`rows` as a `datasets.Dataset` whose images decode lazily from their files, which must all exist (a
+    missing file would otherwise fail mid-training, at the first batch that holds it)."""
     from datasets import Dataset, Image, List
 
     missing = [str(p) for r in records for p in image_paths(root, r) if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} image file(s) under {root} are missing, e.g. {missing[:3]}")
-    ds = Dataset.from_dict(to_sft_rows(root, records))
-    return ds.cast_column("images", List(Image()))
+    return Dataset.from_dict(rows).cast_column("images", List(Image()))
+
+
+def sft_dataset(root: Path, records: Sequence[Record]) -> Any:
+    """A `datasets.Dataset` in TRL's prompt/completion vision format."""
+    return _vision_dataset(root, records, to_sft_rows(root, records))
+
+
+def grpo_dataset(root: Path, records: Sequence[Record]) -> Any:
+    """The SFT rows without the completion (GRPO generates it), plus the reward columns `answer`, `answer_type`,
+    `choices`."""
+    rows = to_sft_rows(root, records)
+    del rows["completion"]
+    return _vision_dataset(root, records, {**rows, **reward_columns(records)})
