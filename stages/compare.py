@@ -1,6 +1,6 @@
 """compare: the paper's table for this run — four arms, bootstrap CIs, paired tests, training time, plots.
 
-deps:  reports/evaluate/<arm>/{metrics.json,predictions.jsonl} for every arm,
+deps:  reports/evaluate/<arm>/{metrics.json,predictions.jsonl,benchmarks/} for every arm,
        reports/train_sft/<method>/metrics.json and dvclive/ (curves), reports/train_grpo/<init>/metrics.json,
        params.yaml[compare]
 outs:  reports/compare/{metrics.json, table.md, README.md, plots/*.png}
@@ -25,6 +25,8 @@ from typing import Annotated, Any
 
 import numpy as np
 
+from scalevlm.benchmarks.report import compare_benchmarks
+from scalevlm.benchmarks.report import markdown as benchmark_markdown
 from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Range
 from scalevlm.core.stats import bootstrap_ci, compare_paired
 from scalevlm.facts import (
@@ -348,11 +350,15 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     chance = majority_baseline(root, ids)
     summary = {"n": len(ids), "chance_majority_answer": chance, "arms": table, "tests": tests, "claims": claim_lines, "train_time_s": times,
                "time_ratio_scale_sft_over_sft_plus_grpo": ratio, "left_out_samples": dropped}
+    bench = compare_benchmarks(root, cfg.seed, cfg.n_resamples)  # ScienceQA/IconQA rows; {} when none were evaluated
+    if bench:
+        summary["benchmarks"] = bench
     with atomic_dir(out) as staging:  # the previous report stays whole until this one is
         plots = plot_all(staging / "plots", table, preds, ids, curves)
         write_json(staging / METRICS, summary)
-        (staging / "table.md").write_text(markdown_table(table, tests, ratio), encoding="utf-8")
-        (staging / "README.md").write_text(readme(table, tests, claim_lines, metrics, times, ratio, cfg.alpha, chance), encoding="utf-8")
+        (staging / "table.md").write_text(markdown_table(table, tests, ratio) + benchmark_markdown(bench), encoding="utf-8")
+        (staging / "README.md").write_text(readme(table, tests, claim_lines, metrics, times, ratio, cfg.alpha, chance)
+                                           + benchmark_markdown(bench), encoding="utf-8")
     log.info("compared %d arms on %d samples; plots %s", len(ARMS), len(ids), plots)
     return {"n": len(ids), "accuracy": {a: table[a]["accuracy"] for a in ARMS}, "time_ratio": ratio}
 

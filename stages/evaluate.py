@@ -2,7 +2,8 @@
 
 deps:  models/<train stage>/<method>/ of the arm (`scalevlm.facts.arm_model`), data/validate_segments/test.jsonl (+ images),
        metrics/{answer_accuracy,format_compliance}, params.yaml[evaluate]
-outs:  reports/evaluate/<arm>/{metrics.json, predictions.jsonl}
+       data/local/ (benchmark copies, `evaluate.benchmarks`)
+outs:  reports/evaluate/<arm>/{metrics.json, predictions.jsonl, benchmarks/}
 cmd:   python -m stages.evaluate --arm <sft-vanilla|sft-scale|grpo-vanilla|grpo-scale>
 
 Generation is batched with left padding and greedy (`do_sample=False`), so an arm's predictions are a function of
@@ -12,6 +13,9 @@ Token lengths follow the SFT segment rule on the generated ids (up to, not inclu
 the first token through `</think>`, answer = everything after; a completion without `</think>` is all think.
 Metrics come from `metrics/answer_accuracy` and `metrics/format_compliance` (loaded by path, offline), over all
 samples and per source and per answer type.
+`evaluate.benchmarks` (empty by default) adds the paper's benchmarks, ScienceQA (image subset) and IconQA, read in
+their published layouts and scored as lmms-eval scores them, with the same model and generation settings:
+`reports/evaluate/<arm>/benchmarks/` (`scalevlm.benchmarks`).
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from scalevlm.benchmarks.evaluation import evaluate_benchmarks
+from scalevlm.benchmarks.sources import Benchmark, open_checked
 from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems
 from scalevlm.core.answers import is_correct, is_parseable
 from scalevlm.core.rewards import extract_answer
 from scalevlm.core.segments import parse_completion
-from scalevlm.facts import ARMS, METRICS, PREDICTIONS, arm_model, eval_report
+from scalevlm.facts import ARMS, BENCHMARKS, METRICS, PREDICTIONS, arm_model, eval_report
 from scalevlm.guard import atomic_dir
 from scalevlm.inference import Generation, GenerationOptions, generate
 from scalevlm.records import Record, write_jsonl
@@ -51,10 +57,14 @@ class Config(Checked):
     trust_remote_code: bool
     seed: NonNegativeInt
     torch_threads: NonNegativeInt  # CPU threads for torch; 0 = torch's default (1 is fastest for the tiny model)
+    benchmarks: tuple[Benchmark, ...] = ()  # ScienceQA / IconQA beside the test split; empty = the test split only
 
     def check(self) -> Problems:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             yield "device", f"{self.device!r} is not one of auto, cpu, cuda, cuda:N (N = a GPU index)"
+        names = [b.name for b in self.benchmarks]
+        if len(set(names)) != len(names):
+            yield "benchmarks", f"names must be unique (they name report folders), got {names}"
 
 
 def generate_batch(model: Any, processor: Any, records: Sequence[Record], root: Path, options: GenerationOptions) -> list[Generation]:
@@ -123,18 +133,26 @@ def summarise(rows: Sequence[dict[str, Any]], accuracy: Any, compliance: Any) ->
     return summary
 
 
-def evaluate_model(cfg: Config, root: Path, model_dir: Path, records: Sequence[Record], label: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Greedy completions of `records` by the model in `model_dir`, scored: (per-sample rows, metrics).
-
-    Shared by the stage and by consumers that evaluate a registry version (flows/consumer.py)."""
+def load_model(cfg: Config, model_dir: Path) -> tuple[Any, Any]:
+    """(model, processor) from `model_dir` with the evaluation's dtype, device, seed and threads."""
     import torch
-    from tqdm.auto import tqdm
 
     from scalevlm.modeling import load_model_and_processor
 
     torch.manual_seed(cfg.seed)
     set_torch_threads(cfg.torch_threads)
-    model, processor = load_model_and_processor(model_dir, cfg.trust_remote_code, cfg.dtype, cfg.device)
+    return load_model_and_processor(model_dir, cfg.trust_remote_code, cfg.dtype, cfg.device)
+
+
+def evaluate_model(cfg: Config, root: Path, model_dir: Path, records: Sequence[Record], label: str,
+                   loaded: tuple[Any, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Greedy completions of `records` by the model in `model_dir` (or the already `loaded` one), scored:
+    (per-sample rows, metrics).
+
+    Shared by the stage and by consumers that evaluate a registry version (flows/consumer.py)."""
+    from tqdm.auto import tqdm
+
+    model, processor = loaded or load_model(cfg, model_dir)
     options = GenerationOptions(max_new_tokens=cfg.max_new_tokens)  # greedy: predictions are a function of the weights
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -163,10 +181,17 @@ def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} not found: train the arm first (`dvc repro {NAME}@{arm}` runs its stages)")
     records = read_split(root, "test", cfg.max_samples)
-    rows, metrics = evaluate_model(cfg, root, model_dir, records, arm)
+    for bench in cfg.benchmarks:  # a misconfigured benchmark stops the stage before any generation
+        open_checked(bench, root)
+    loaded = load_model(cfg, model_dir)
+    rows, metrics = evaluate_model(cfg, root, model_dir, records, arm, loaded)
     metrics.update(arm=arm, model_dir=arm_model(arm).as_posix())
     with atomic_dir(root / eval_report(arm)) as staging:  # the previous report stays whole until this one is
         write_jsonl(staging / PREDICTIONS, rows)
+        bench = evaluate_benchmarks(cfg.benchmarks, root, *loaded, GenerationOptions(max_new_tokens=cfg.max_new_tokens),
+                                    cfg.batch_size, staging / BENCHMARKS)
+        if bench:  # headline numbers beside the test split's, for `dvc metrics show`
+            metrics["benchmarks"] = {name: {k: b[k] for k in ("n", "accuracy", "format_compliance")} for name, b in bench.items()}
         write_json(staging / METRICS, metrics)
     log.info("%s: accuracy %.3f, format %.3f on %d samples in %.1fs", arm, metrics["accuracy"],
              metrics["format_compliance"], len(rows), metrics["generation_wall_time_s"])

@@ -51,6 +51,8 @@ EXAMPLE_ITEMS = {
     "curate_dataset.sources.local.files": {"path": "data/local/set.jsonl", "format": "auto", "limit": None},
     "curate_dataset.sources.hub.datasets": {"name": "owner/set", "split": "train", "revision": None,
                                             "adapter": "vision_r1", "field_map": {}, "limit": None},
+    "evaluate.benchmarks": {"name": "scienceqa", "adapter": "scienceqa", "path_or_hub_id": "lmms-lab/ScienceQA",
+                            "config": "ScienceQA-IMG", "split": "test", "revision": None, "limit": None},
 }
 
 SIZES = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vision_embed_dim",
@@ -190,6 +192,13 @@ INVALID: dict[str, list[Any]] = {
     f"{EV}.trust_remote_code": NOT_BOOL,
     f"{EV}.seed": [-1, *NOT_INT],
     f"{EV}.torch_threads": [-1, *NOT_INT],
+    f"{EV}.benchmarks[0].name": [*NOT_TEXT, "ScienceQA", "science qa", "../sqa", "-sqa"],
+    f"{EV}.benchmarks[0].adapter": ["mmbench", *NOT_ENUM],
+    f"{EV}.benchmarks[0].path_or_hub_id": NOT_TEXT,
+    f"{EV}.benchmarks[0].config": ["", 3, ["ScienceQA-IMG"]],
+    f"{EV}.benchmarks[0].split": NOT_TEXT,
+    f"{EV}.benchmarks[0].revision": ["", 3, ["main"]],
+    f"{EV}.benchmarks[0].limit": [0, -1, *NOT_OPT_INT],
     # compare
     "compare.n_resamples": [0, *NOT_INT],
     "compare.seed": [-1, *NOT_INT],

@@ -68,6 +68,7 @@ CLAIM_PAIRS: tuple[tuple[str, str], ...] = (
 DATA, MODELS, REPORTS = Path("data"), Path("models"), Path("reports")
 METRICS = "metrics.json"  # every stage's scalar report, reports/<stage>[/<item>]/metrics.json
 PREDICTIONS = "predictions.jsonl"
+BENCHMARKS = "benchmarks"  # reports/evaluate/<arm>/benchmarks/: index.json and <benchmark>/ (scalevlm.benchmarks)
 LOG_HISTORY = "log_history.json"
 DVCLIVE = "dvclive"
 CURVES = Path(DVCLIVE) / "plots" / "metrics"  # DVCLive's per-step scalars under a report folder (dvc plots)
@@ -135,7 +136,7 @@ def outputs(stage: str, item: Mapping[str, str] | None = None) -> tuple[Path, ..
         return model_dir(TRAIN_GRPO, i), report_dir(TRAIN_GRPO, i) / METRICS, report_dir(TRAIN_GRPO, i) / CURVES
     if stage == EVALUATE:
         folder = eval_report(arm(it["train"], it["method"]))
-        return folder / PREDICTIONS, folder / METRICS
+        return folder / PREDICTIONS, folder / METRICS, folder / BENCHMARKS
     if stage == COMPARE:
         return (COMPARE_REPORT / "README.md", COMPARE_REPORT / "table.md", COMPARE_REPORT / METRICS,
                 COMPARE_REPORT / "plots")
@@ -160,9 +161,10 @@ def inputs(stage: str, item: Mapping[str, str] | None = None) -> tuple[Path, ...
     if stage == TRAIN_GRPO:
         return model_dir(TRAIN_SFT, it["init"]), train, CURATED_IMAGES
     if stage == EVALUATE:
-        return arm_model(arm(it["train"], it["method"])), test, CURATED_IMAGES
+        return arm_model(arm(it["train"], it["method"])), test, CURATED_IMAGES, LOCAL_DATA  # benchmark copies
     if stage == COMPARE:
         return (train, test, *(eval_report(a) / PREDICTIONS for a in ARMS), *(eval_report(a) / METRICS for a in ARMS),
+                *(eval_report(a) / BENCHMARKS for a in ARMS),
                 *(report_dir(TRAIN_SFT, m) / METRICS for m in METHODS),
                 *(report_dir(TRAIN_SFT, m) / CURVES for m in METHODS),
                 *(report_dir(TRAIN_GRPO, i) / METRICS for i in INITS))
