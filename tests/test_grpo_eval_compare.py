@@ -98,6 +98,18 @@ def test_train_grpo_rejects_bad_config(project: Path, over: dict[str, object], m
         run(grpo_cfg(**over), project, "vanilla")
 
 
+def test_grpo_batch_size_is_global_like_sft(tmp_path: Path) -> None:
+    """batch_size counts completions per optimizer step over all processes: each process gets its share."""
+    from scalevlm.config import ConfigError
+    from scalevlm.training.grpo import grpo_config
+
+    cfg = grpo_cfg(batch_size=16, num_generations=4)
+    assert grpo_config(cfg, tmp_path, [1.0]).per_device_train_batch_size == 16
+    assert grpo_config(cfg, tmp_path, [1.0], world_size=2).per_device_train_batch_size == 8
+    with pytest.raises(ConfigError, match=r"train_grpo\.batch_size: 16 must be divisible by processes 3"):
+        grpo_config(cfg, tmp_path, [1.0], world_size=3)
+
+
 def test_grpo_dataset_is_the_sft_rows_without_completion_and_refuses_missing_images(project: Path, tmp_path: Path) -> None:
     from scalevlm.training.data import grpo_dataset, read_split, sft_dataset
 
@@ -116,7 +128,7 @@ def eval_cfg() -> object:
     from stages.evaluate import Config
 
     return Config(batch_size=4, max_new_tokens=10, max_samples=6, dtype="float32", device="cpu",
-                  trust_remote_code=False, seed=0, torch_threads=1)
+                  trust_remote_code=False, torch_threads=1)
 
 
 def test_evaluate_smoke(project: Path) -> None:

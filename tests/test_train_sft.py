@@ -34,7 +34,7 @@ SPEC = TinySpec(
 )
 SETTINGS = SFTSettings(
     seed=0, max_steps=4, batch_size=4, grad_accum=1, learning_rate=3e-3, lr_scheduler="cosine", warmup_ratio=0.0,
-    max_grad_norm=1.0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.98, max_length=None, precision="auto",
+    max_grad_norm=1.0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.98, max_length=None, dtype="auto",
     gradient_checkpointing=False, logging_steps=1, save_steps=2, resume=True, keep_checkpoints=False,
     dataloader_workers=0, torch_threads=0, train_limit=None,
     scale=ScaleSettings(schedule="cosine", w_start=0.8, w_end=0.2, normalisation="per_sample"),

@@ -15,7 +15,10 @@ Scoring (the normalisation, written out):
 - Multiple choice, `letter_match` = lmms-eval's `sqa_process_results`: the prediction and the target letter are
   compared after stripping surrounding whitespace and ignoring case (``b`` and `` B `` match ``B``); failing that,
   a prediction that starts with an upper-case letter and a period (``B. blue``) is judged by that letter alone.
-  Anything else (``(B)``, ``The answer is B``, the option text) is wrong, exactly as there.
+  Anything else (``(B)``, ``The answer is B``, the option text) is wrong, exactly as there. lmms-eval has shipped
+  two versions of that function: an older one compares exactly and has the ``B.`` rule; the current one strips and
+  lower-cases both sides first, after which its ``B.`` rule can no longer fire. `letter_match` accepts what either
+  accepts, so it never scores a prediction lower than lmms-eval would.
 - Free text (IconQA fill-in-the-blank), `text_match`: exact match after casefolding, removing ASCII punctuation and
   trimming whitespace (the `exact_match` metric's `ignore_case` and `ignore_punctuation`, as lmms-eval's yaml sets them).
 

@@ -74,7 +74,7 @@ class SFTSettings(Checked):
     adam_beta1: Fraction
     adam_beta2: Fraction
     max_length: PositiveInt | None  # token truncation of prompt+completion; None = never truncate
-    precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 on a CUDA device that supports it, else fp32
+    dtype: Literal["auto", "float32", "bfloat16"]  # auto: bfloat16 on a CUDA device that supports it, else float32
     gradient_checkpointing: bool
     logging_steps: PositiveInt
     save_steps: NonNegativeInt  # 0 = no intermediate checkpoints
@@ -103,10 +103,10 @@ class SFTSettings(Checked):
         return hashlib.sha256(json.dumps([method, payload], sort_keys=True).encode()).hexdigest()[:16]
 
 
-def use_bf16(precision: str) -> bool:
-    if precision == "bf16":
+def use_bf16(dtype: str) -> bool:
+    if dtype == "bfloat16":
         return True
-    return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return dtype == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def sft_config(cfg: SFTSettings, output_dir: Path, world_size: int) -> Any:
@@ -130,7 +130,7 @@ def sft_config(cfg: SFTSettings, output_dir: Path, world_size: int) -> Any:
         adam_beta2=cfg.adam_beta2,
         max_length=cfg.max_length,
         use_cpu=not on_cuda,
-        bf16=use_bf16(cfg.precision),
+        bf16=use_bf16(cfg.dtype),
         fp16=False,
         gradient_checkpointing=cfg.gradient_checkpointing,
         seed=cfg.seed,
@@ -147,7 +147,7 @@ def sft_config(cfg: SFTSettings, output_dir: Path, world_size: int) -> Any:
     )
 
 
-def load_dtype(precision: str) -> str:
+def load_dtype(dtype: str) -> str:
     """dtype the base weights are loaded in for training: bf16 on CUDA when training in bf16, else fp32.
 
     Loading in fp32 and training under bf16 autocast keeps fp32 weights, gradients and Adam moments (16 bytes per
@@ -155,7 +155,7 @@ def load_dtype(precision: str) -> str:
     gradients and AdamW moments in bf16) and LoRA ~2 bytes/parameter for the frozen base, while peft keeps the
     adapters, the only weights the optimizer updates, in fp32. On CPU the weights stay fp32.
     """
-    return "bfloat16" if use_bf16(precision) and torch.cuda.is_available() else "float32"
+    return "bfloat16" if use_bf16(dtype) and torch.cuda.is_available() else "float32"
 
 
 def lora_target_modules(names: tuple[str, ...] | list[str]) -> str:

@@ -24,6 +24,7 @@ import torch
 
 from scalevlm.config import (
     Checked,
+    ConfigError,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -72,7 +73,7 @@ class GRPOSettings(Checked):
     seed: NonNegativeInt
     max_steps: PositiveInt
     learning_rate: PositiveFloat
-    batch_size: PositiveInt  # completions per optimizer step = prompts per step × num_generations
+    batch_size: PositiveInt  # GLOBAL completions per optimizer step (= per-device × processes) = prompts × num_generations
     num_generations: Annotated[int, Range(ge=2)]  # completions per prompt (the GRPO group; one has no advantage)
     max_completion_length: Annotated[int, Range(ge=8)]  # tokens; fewer cannot hold <think>…</think><answer>…</answer>
     beta: NonNegativeFloat  # KL coefficient; 0 = no reference model (TRL's default, cheapest)
@@ -96,9 +97,16 @@ class GRPOSettings(Checked):
         if self.batch_size % self.num_generations:
             yield "batch_size", f"{self.batch_size} must be a multiple of num_generations {self.num_generations}"
 
+    def validate(self, world_size: int = 1) -> None:
+        """The rule that needs the process count: each process generates batch_size / processes completions."""
+        if self.batch_size % world_size:
+            raise ConfigError(f"train_grpo.batch_size: {self.batch_size} must be divisible by processes {world_size}")
 
-def grpo_config(cfg: GRPOSettings, output_dir: Path, weights: list[float]) -> Any:
-    """Our settings → TRL's GRPOConfig (CPU-safe: bf16 only on CUDA; checkpoints under `output_dir`)."""
+
+def grpo_config(cfg: GRPOSettings, output_dir: Path, weights: list[float], world_size: int = 1) -> Any:
+    """Our settings → TRL's GRPOConfig (CPU-safe: bf16 only on CUDA; checkpoints under `output_dir`). The per-device
+    batch is batch_size / processes, so a run under `accelerate launch` takes the same global step as one process."""
+    cfg.validate(world_size)
     from trl import GRPOConfig
 
     from scalevlm.inference import GRPO_CHAT_TEMPLATE_KWARGS
@@ -108,7 +116,7 @@ def grpo_config(cfg: GRPOSettings, output_dir: Path, weights: list[float]) -> An
         output_dir=str(output_dir),
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=cfg.batch_size // world_size,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
         beta=cfg.beta,
@@ -177,6 +185,8 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
     from scalevlm.training.data import grpo_dataset
     from scalevlm.training.trainer import CheckpointCallback, ResumableGRPOTrainer, StepDVCLiveCallback
 
+    state = PartialState()
+    cfg.validate(state.num_processes)  # before any work
     set_torch_threads(cfg.torch_threads)
     funcs, weights = reward_functions(
         {"format": cfg.reward_weights.format, "accuracy": cfg.reward_weights.accuracy, "length": cfg.reward_weights.length},
@@ -191,7 +201,6 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
     ckpt_dir = paths.model_out / CHECKPOINTS
     fp = run_fingerprint(cfg, init, paths.init_model, records)
     resume = find_resumable(ckpt_dir, fp, cfg.resume)
-    state = PartialState()
     if state.is_main_process:
         prepare_outputs((paths.report_dir,), ckpt_dir, fp, resume)  # the previous model stays until the new one is whole
         paths.report_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +208,7 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
     trainer = ResumableGRPOTrainer(
         model=model,
         reward_funcs=funcs,
-        args=grpo_config(cfg, ckpt_dir, weights),
+        args=grpo_config(cfg, ckpt_dir, weights, state.num_processes),
         train_dataset=dataset,
         processing_class=processor,
         # curves per optimizer step, no DVC side effects; checkpoints count once complete

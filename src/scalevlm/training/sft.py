@@ -107,7 +107,7 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths, records: Sequence[Re
     if not torch.cuda.is_available():
         set_torch_threads(cfg.torch_threads)
     set_seed(cfg.seed)
-    model, processor = load_model_and_processor(paths.base_model, dtype=load_dtype(cfg.precision))
+    model, processor = load_model_and_processor(paths.base_model, dtype=load_dtype(cfg.dtype))
     dataset = sft_dataset(paths.root, records)
     trainer = SCALeSFTTrainer(
         model=model,
