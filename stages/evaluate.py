@@ -55,7 +55,6 @@ class Config(Checked):
     dtype: Literal["auto", "float32", "bfloat16", "float16"]
     device: str  # auto | cpu | cuda | cuda:N
     trust_remote_code: bool
-    seed: NonNegativeInt
     torch_threads: NonNegativeInt  # CPU threads for torch; 0 = torch's default (1 is fastest for the tiny model)
     benchmarks: tuple[Benchmark, ...] = ()  # ScienceQA / IconQA beside the test split; empty = the test split only
 
@@ -134,12 +133,10 @@ def summarise(rows: Sequence[dict[str, Any]], accuracy: Any, compliance: Any) ->
 
 
 def load_model(cfg: Config, model_dir: Path) -> tuple[Any, Any]:
-    """(model, processor) from `model_dir` with the evaluation's dtype, device, seed and threads."""
-    import torch
-
+    """(model, processor) from `model_dir` with the evaluation's dtype, device and threads (no seed: generation is
+    greedy, so predictions are a function of the weights)."""
     from scalevlm.modeling import load_model_and_processor
 
-    torch.manual_seed(cfg.seed)
     set_torch_threads(cfg.torch_threads)
     return load_model_and_processor(model_dir, cfg.trust_remote_code, cfg.dtype, cfg.device)
 
