@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from scalevlm.config import load_config  # noqa: E402
-from scalevlm.runtime import set_offline_env, write_json  # noqa: E402
+from scalevlm.runtime import write_json  # noqa: E402
 from scalevlm.training.config import SFTSettings, sft_config  # noqa: E402
 from scalevlm.training.data import read_split, sft_dataset  # noqa: E402
 from stages.prepare_model import Config as PrepareConfig  # noqa: E402
@@ -108,7 +108,6 @@ def peak_step_memory(trainer: Any, batch: dict[str, Any]) -> float:
 
 
 def run(steps: int, warmup: int) -> dict[str, Any]:
-    set_offline_env()
     cfg = load_config(SFTSettings, ROOT / "params.yaml", "train_sft")
     if cfg.torch_threads > 0 and not torch.cuda.is_available():
         torch.set_num_threads(cfg.torch_threads)  # as the stage does

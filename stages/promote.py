@@ -27,7 +27,7 @@ from scalevlm.facts import METRICS, PREDICTIONS, PROMOTE_CANDIDATE, PROMOTE_DECI
 from scalevlm.records import read_jsonl
 from scalevlm.registry import RegistryError, artifact_path, champion, check_committed, register_and_assign
 from scalevlm.remote import RemoteError, push_with_deps
-from scalevlm.runtime import set_offline_env, stage_main, write_json
+from scalevlm.runtime import stage_main, write_json
 
 NAME = "promote"
 log = logging.getLogger(NAME)
@@ -132,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=".")
     parser.add_argument("--no-push", action="store_true", help="tag without pushing the model to the DVC remote")
     args = parser.parse_args(argv)
-    set_offline_env()
     try:
         cfg = load_config(Config, args.params, NAME)
     except ConfigError as e:

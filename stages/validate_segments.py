@@ -52,7 +52,7 @@ from scalevlm.validation.checks import LengthCounter, LengthLimits, SampleCheck,
 from scalevlm.validation.dataset import check_file, rejected_row, write_rejected
 from scalevlm.validation.images import ImageLimits
 from scalevlm.validation.layout import OUT_DIR, REJECTED_FILE, rebase_images, write_split
-from scalevlm.validation.report import failure_message, metrics, summary_table, write_json_any
+from scalevlm.validation.report import failure_message, metrics, summary_table
 from scalevlm.validation.suite import (
     GateSpec,
     SuiteResults,
@@ -168,7 +168,7 @@ def write_outputs(v: Validation, dataset_dir: Path, data_dir: Path, report_dir: 
     out["gate_passed"] = v.results.passed
     out["failed_dataset_expectations"] = len(failed_expectations(v.results.dataset))
     write_json(report_dir / "metrics.json", out)
-    write_json_any(report_dir / "gx_results.json", v.results.to_json_dict())
+    write_json(report_dir / "gx_results.json", v.results.to_json_dict(), default=str)
     return out
 
 

@@ -211,9 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     from scalevlm.records import RecordError
     from scalevlm.registry import RegistryError
     from scalevlm.remote import RemoteError
-    from scalevlm.runtime import set_offline_env
 
-    set_offline_env()
     args = _parser().parse_args(argv)
     try:
         return run(args)

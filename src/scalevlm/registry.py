@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from scalevlm.facts import PROMOTE_CANDIDATE, PROMOTE_DECISION
+from scalevlm.runtime import write_json
 
 SNAPSHOT = PROMOTE_CANDIDATE.as_posix()
 VERSION = re.compile(r"v\d+\.\d+\.\d+")  # GTO's semantic versions
@@ -202,8 +203,8 @@ def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bo
             f"pushed there: push it from a machine that has it (`dvc push --with-deps <stage>`, which the promotion "
             f"gate does before tagging), or point SCALEVLM_DVC_REMOTE at the remote that holds it"
         ) from e
-    (partial / MARKER).write_text(json.dumps({"artifact": artifact, "version": resolved.version, "ref": resolved.ref,
-                                              "commit": resolved.commit, "remote": where}, indent=2) + "\n")
+    write_json(partial / MARKER, {"artifact": artifact, "version": resolved.version, "ref": resolved.ref,
+                                  "commit": resolved.commit, "remote": where})
     if target.exists():
         shutil.rmtree(target)
     partial.rename(target)
@@ -225,9 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     get.add_argument("--force", action="store_true", help="download again into an existing folder")
     args = parser.parse_args(argv)
     from scalevlm.remote import RemoteError
-    from scalevlm.runtime import set_offline_env
 
-    set_offline_env()
     try:
         artifact = args.artifact or default_artifact(Path(args.repo) if Path(args.repo).is_dir() else Path("."))
         resolved, folder, where = fetch(args.repo, artifact, args.ref, args.out, args.force)

@@ -1,4 +1,7 @@
-"""Process setup shared by every stage entry point: offline/telemetry environment, logging, the CLI shell."""
+"""Process setup shared by every stage entry point: torch threads, logging, the CLI shell, and the one JSON writer.
+
+The offline/telemetry environment is `scalevlm.env`, applied when `scalevlm` is imported.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from scalevlm.config import ConfigError, load_config
-from scalevlm.env import set_offline_env  # noqa: F401  (re-exported: the stages' historical import)
 from scalevlm.errors import PipelineError
 from scalevlm.guard import StageLock, atomic_write_text, lock_name, watch_parent
 
@@ -32,10 +34,19 @@ def set_torch_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Canonical JSON (sorted keys, 2-space indent, trailing newline) so equal results are equal bytes; written
-    atomically (a reader or a killed run never sees half a file)."""
-    atomic_write_text(path, json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
+def write_json(path: Path, obj: Any, default: Callable[[Any], Any] | None = None) -> None:
+    """Canonical JSON (sorted keys, 2-space indent, UTF-8, trailing newline) so equal results are equal bytes;
+    written atomically (a reader or a killed run never sees half a file). Every JSON report goes through here.
+
+    Text that cannot be written as UTF-8 (lone surrogates from undecodable input) makes the file ASCII-escaped
+    instead of failing. `default` as in `json.dumps`, e.g. `str` for a library's result objects.
+    """
+    text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=default)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=True, default=default)
+    atomic_write_text(path, text + "\n")
 
 
 def stage_main(

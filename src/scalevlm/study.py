@@ -15,6 +15,7 @@ from typing import Any
 
 from scalevlm.core.seeds import paired_over_seeds, summarise
 from scalevlm.facts import ARMS, EVALUATE, METHOD_PAIRS, METRICS, REPORTS
+from scalevlm.runtime import write_json
 
 PAIRS = METHOD_PAIRS  # seed-level comparisons of the methods (what GRPO adds is compare's per-run question)
 
@@ -163,9 +164,9 @@ def write_report(spec: dict[str, Any], shown: Any, out_dir: Path) -> Path:
         raise ValueError(f"`dvc exp show` has no experiments named '{spec['name']}-…': run the sweep first")
     result = aggregate(spec, rows)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
-    (out_dir / "exp_show.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-    (out_dir / "study.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_json(out_dir / "spec.json", spec)
+    write_json(out_dir / "exp_show.json", entries)
+    write_json(out_dir / "study.json", result)
     (out_dir / "table.md").write_text(markdown(result))
     x_key = next((k for k in sorted(spec["grid"] or {}) if k.endswith("w_end")), None)
     if x_key:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from scalevlm.validation.checks import ALL_REASONS, SampleCheck
@@ -99,14 +97,3 @@ def failure_message(checks: Sequence[SampleCheck], failed: Sequence[dict[str, An
         lines += [f"  - {r}: {n} (e.g. {', '.join(ex[r])})" for r, n in ranked]
     lines.append(f"see {where}")
     return "\n".join(lines)
-
-
-def write_json_any(path: Path, obj: Any) -> None:
-    """Canonical JSON like `runtime.write_json`, ASCII-escaped when the data holds undecodable text."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=str)
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError:
-        data = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=True, default=str).encode("ascii")
-    path.write_bytes(data + b"\n")
