@@ -31,7 +31,16 @@ from scalevlm.core.answers import ANSWER_TYPES, gold_answer_problem
 from scalevlm.core.splits import assign_split
 from scalevlm.facts import CURATED, report_dir
 from scalevlm.guard import atomic_dir
-from scalevlm.records import Record, id_key, lone_surrogate, perceptual_hash, png_bytes, write_jsonl, write_records
+from scalevlm.records import (
+    ImageStore,
+    Record,
+    id_key,
+    lone_surrogate,
+    perceptual_hash,
+    png_bytes,
+    write_jsonl,
+    write_records,
+)
 from scalevlm.runtime import stage_main, write_json
 from scalevlm.sources.base import Blank, Candidate, Dropped, SourceContext, SourceError
 from scalevlm.sources.hub import HubConfig, check_field_map, hub_source
@@ -126,11 +135,10 @@ def _prepare(name: str, cand: Candidate, cfg: Config, root: Path) -> _Pending | 
     if not cand.images:
         return Dropped(cand.key, "missing_image", f"{sample_id}: no image", _raw(cand))
     pngs = tuple(png_bytes(im) for im in cand.images)
-    digests = [hashlib.sha256(b).hexdigest() for b in pngs]
     near = "|".join(perceptual_hash(im) for im in cand.images)
     record = Record(
         id=sample_id,
-        images=tuple(f"images/{d[:2]}/{d}.png" for d in digests),
+        images=tuple(ImageStore.address(b) for b in pngs),
         question=texts["question"],
         reasoning=texts["reasoning"],
         answer=texts["answer"],
@@ -140,7 +148,7 @@ def _prepare(name: str, cand: Candidate, cfg: Config, root: Path) -> _Pending | 
         split=assign_split(sample_id, cfg.val_fraction, cfg.test_fraction, cfg.split_salt),
         provenance=cand.provenance,
     )
-    exact = hashlib.sha256("\x00".join([*digests, record.question, record.reasoning, record.answer]).encode()).hexdigest()
+    exact = hashlib.sha256("\x00".join([*record.images, record.question, record.reasoning, record.answer]).encode()).hexdigest()
     return _Pending(record, pngs, exact, f"{near}|{normalise_question(record.question)}")
 
 
@@ -225,12 +233,10 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
         raise RuntimeError(f"curation lost records: {metrics}")  # an invariant, not a user error
     # written completely into a staging folder that replaces the previous output only once it is whole
     with atomic_dir(root / OUT_DATA) as out:
+        store = ImageStore(out)
         for p in kept:
-            for rel, data in zip(p.record.images, p.pngs):
-                path = out / rel
-                if not path.exists():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
+            for rel, data in zip(p.record.images, p.pngs, strict=True):
+                store.write(rel, data)
         write_records(out / "records.jsonl", [p.record for p in kept])
         write_jsonl(out / "dropped.jsonl", dropped)
     write_json(root / OUT_REPORT / "metrics.json", metrics)

@@ -256,23 +256,32 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 class ImageStore:
-    """Content-addressed image folder: `images/<sha256[:2]>/<sha256>.png`, paths stored relative to `root`."""
+    """Content-addressed image folder: `images/<sha256[:2]>/<sha256>.png`, paths stored relative to `root`.
+
+    The one definition of the layout: curation writes through it, records store its relative paths."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def put(self, image: Image.Image) -> str:
-        data = png_bytes(image)
+    @staticmethod
+    def address(data: bytes) -> str:
+        """Where the PNG `data` is stored, relative to the store's root (a function of its bytes)."""
         digest = hashlib.sha256(data).hexdigest()
-        rel = f"images/{digest[:2]}/{digest}.png"
+        return f"images/{digest[:2]}/{digest}.png"
+
+    def write(self, rel: str, data: bytes) -> None:
+        """Store `data` at `rel` (= `address(data)`) unless that file exists (same address, same bytes)."""
         path = self.root / rel
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        return rel
 
-    def open(self, rel: str) -> Image.Image:
-        return Image.open(self.root / rel)
+    def put(self, image: Image.Image) -> str:
+        """Store `image` as deterministic PNG; returns its relative path."""
+        data = png_bytes(image)
+        rel = self.address(data)
+        self.write(rel, data)
+        return rel
 
 
 def perceptual_hash(image: Image.Image, size: int = 16) -> str:

@@ -7,7 +7,7 @@ a line that holds no record at all (empty or ASCII whitespace) comes out as a Bl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,3 @@ class SourceContext:
 
     split_of: Callable[[str], str]
     root: Path
-
-
-SourceFn = Callable[[Any, SourceContext], Iterator[Candidate | Dropped | Blank]]

@@ -59,11 +59,6 @@ def _root_prefix(dataset_dir: Path, root: Path) -> str:
     return Path(os.path.relpath(os.path.abspath(dataset_dir), os.path.abspath(root))).as_posix()
 
 
-def root_relative(dataset_dir: Path, image: str, root: Path) -> str:
-    """Rewrite a curated image path (relative to its dataset folder) as a POSIX path relative to `root`."""
-    return posixpath.normpath(posixpath.join(_root_prefix(dataset_dir, root), image))
-
-
 def rebase_images(record: Record, dataset_dir: Path, root: Path) -> Record:
     """The record with `images` relative to `root` (validated images were checked to stay in `dataset_dir`)."""
     prefix = _root_prefix(dataset_dir, root)
