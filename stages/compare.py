@@ -257,8 +257,9 @@ def readme(table: dict[str, dict[str, Any]], tests: list[dict[str, Any]], claim_
         "kept short to fit a CPU budget, so the ratio says little about the paper's setting).",
         "", "## How far to trust this", "",
         "- One training seed per arm. On these tasks the spread between seeds was larger than the gaps between "
-        "methods (TASK_NOTES.md: 0.57 vs 0.96 for one method), so the CIs above cover test-sample noise only, "
-        "not training noise. A claim about SCALe needs several seeds: see the multi-seed study in `reports/study/`.",
+        "methods (SCALe-SFT: 0.571 to 0.974 over five seeds, `reports/study/study/table.md`), so the CIs above "
+        "cover test-sample noise only, not training noise. A claim about SCALe needs several seeds: see the "
+        "multi-seed study in `reports/study/`.",
         "- A tiny model (~1 M parameters) on an embedded synthetic task, not the paper's 3–7 B models and "
         "benchmarks; the pipeline is the product here, the numbers are a smoke-level reproduction.",
         "", "Plots: `plots/accuracy_by_arm.png`, `plots/think_length.png`, `plots/scale_schedule.png`.", "",

@@ -1,9 +1,9 @@
 """The embedded, offline tasks: a coloured-grid count (`synthetic`) and a sum of two real digits (`digits`).
 
 Both are designed for the tiny Qwen2-VL (patch 8, spatial merge 2): every object fills exactly one 16×16 px cell,
-which is one merged visual token, so the model can attend to objects one token at a time (TASK_NOTES.md: objects
-that straddle tokens were not learned). Every sample is drawn from its own RNG seeded by (seed, index), so
-asking for more samples only adds new ones and never changes existing ones.
+which is one merged visual token, so the model can attend to objects one token at a time (README "Embedded
+data"). Every sample is drawn from its own RNG seeded by (seed, index), so asking for more samples only adds new
+ones and never changes existing ones.
 
 `answer_step` decides how much work the answer does:
 - `copy`: the think ends with the result and the answer repeats it (the answer is a verbatim copy);
