@@ -99,8 +99,9 @@ class FusedHeadSFTTrainer(SFTTrainer):
         """Forward through the fused LM head (no logits), as `SFTTrainer.compute_loss` does."""
         inputs["use_cache"] = False
         outputs = model(**inputs, fused_lm_head=True)
-        sums = torch.stack([outputs.label_mask.sum(), outputs.entropy.detach().sum(), outputs.is_top1.sum()])
-        return FusedOutput(token_loss=-outputs.log_probs, metric_sums=sums.float())
+        # each cast on its own: stacking an int64 count with a bf16 sum would round the count to bf16
+        sums = [outputs.label_mask.sum(), outputs.entropy.detach().sum(), outputs.is_top1.sum()]
+        return FusedOutput(token_loss=-outputs.log_probs, metric_sums=torch.stack([x.float() for x in sums]))
 
     def logits_outputs(self, model: Any, inputs: dict[str, Any]) -> Any:
         """The model's ordinary outputs (with logits), for `compute_loss(return_outputs=True)`: an extra forward."""
