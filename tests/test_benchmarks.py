@@ -166,7 +166,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_records(root / "data/validate_segments" / f"{split}.jsonl", records)
     spec = TinySpec(seed=0, vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
                     intermediate_size=64, vision_embed_dim=32, vision_depth=1, vision_heads=2, vision_mlp_ratio=2,
-                    patch_size=8, merge_size=2, min_pixels=256, max_pixels=4096, max_position_embeddings=1024,
+                    patch_size=8, merge_size=2, max_pixels=4096, max_position_embeddings=1024,
                     rope_theta=10000.0)
     model, processor = build_tiny([f"{r.question} {r.reasoning} {r.answer} A. B. C." for r in splits["train"]], spec)
     for stage in ("train_sft", "train_grpo"):

@@ -56,7 +56,7 @@ EXAMPLE_ITEMS = {
 }
 
 SIZES = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vision_embed_dim",
-         "vision_depth", "vision_heads", "vision_mlp_ratio", "patch_size", "merge_size", "min_pixels", "max_pixels",
+         "vision_depth", "vision_heads", "vision_mlp_ratio", "patch_size", "merge_size", "max_pixels",
          "max_position_embeddings")
 TINY = "prepare_model.tiny"
 SYN, DIG, LOC, HUB = (f"curate_dataset.sources.{s}" for s in ("synthetic", "digits", "local", "hub"))

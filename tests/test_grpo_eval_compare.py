@@ -45,7 +45,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     splits = _records(root, 24)
     spec = TinySpec(seed=0, vocab_size=300, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                     intermediate_size=128, vision_embed_dim=64, vision_depth=1, vision_heads=4, vision_mlp_ratio=2,
-                    patch_size=8, merge_size=2, min_pixels=256, max_pixels=4096, max_position_embeddings=512,
+                    patch_size=8, merge_size=2, max_pixels=4096, max_position_embeddings=512,
                     rope_theta=10000.0)
     model, processor = build_tiny([f"{r.question} {r.reasoning} {r.answer}" for r in splits["train"]], spec)
     for method in ("vanilla", "scale"):

@@ -16,7 +16,7 @@ from scalevlm.modeling.tiny import TinyQwen2VLProcessor, mrope_section
 SPEC = TinySpec(
     seed=0, vocab_size=320, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
     vision_embed_dim=64, vision_depth=1, vision_heads=4, vision_mlp_ratio=2, patch_size=8, merge_size=2,
-    min_pixels=256, max_pixels=4096, max_position_embeddings=512, rope_theta=10000.0,
+    max_pixels=4096, max_position_embeddings=512, rope_theta=10000.0,
 )
 DEFAULT_SPEC = dataclasses.replace(
     SPEC, vocab_size=384, hidden_size=128, num_layers=4, intermediate_size=256, vision_embed_dim=128, vision_depth=2,
@@ -130,6 +130,21 @@ def test_bad_sizes_and_paths_raise(tmp_path: Path) -> None:
         load_model_and_processor(tmp_path / "missing")
     with pytest.raises(ValueError, match="dtype"):
         load_model_and_processor(tmp_path, dtype="float8")
+
+
+def test_the_pixel_floor_is_derived_from_the_patch_sizes(tiny: tuple) -> None:
+    """`min_pixels` is one merged token, (patch × merge)², not a param: the processor gets it, a ceiling below it is
+    refused, and a params.yaml that still sets `prepare_model.tiny.min_pixels` is refused naming the key."""
+    from scalevlm.config import ConfigError, load_config
+    from stages.prepare_model import Config
+
+    assert SPEC.min_pixels == (8 * 2) ** 2 == tiny[1].image_processor.size["shortest_edge"]
+    with pytest.raises(ValueError, match=r"max_pixels 255 is below one merged visual token, .* = 256"):
+        build_tiny(TEXTS, dataclasses.replace(SPEC, max_pixels=255))
+    params = {"prepare_model": {"name_or_path": "tiny", "trust_remote_code": False, "dtype": "auto",
+                                "tiny": {**dataclasses.asdict(SPEC), "min_pixels": 256}, "min_pixels": None, "max_pixels": None}}
+    with pytest.raises(ConfigError, match=r"prepare_model\.tiny: unknown keys \['min_pixels'\]"):
+        load_config(Config, params, "prepare_model")
 
 
 def test_hub_ids_go_through_the_same_loader_offline(monkeypatch: pytest.MonkeyPatch) -> None:

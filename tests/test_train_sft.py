@@ -30,7 +30,7 @@ GRID = GridConfig(enabled=True, n=1, seed=0, rows=2, cols=2, cell_px=16, p_red=0
 SPEC = TinySpec(
     seed=0, vocab_size=300, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
     vision_embed_dim=64, vision_depth=1, vision_heads=4, vision_mlp_ratio=2, patch_size=8, merge_size=2,
-    min_pixels=256, max_pixels=4096, max_position_embeddings=512, rope_theta=10000.0,
+    max_pixels=4096, max_position_embeddings=512, rope_theta=10000.0,
 )
 SETTINGS = SFTSettings(
     seed=0, max_steps=4, batch_size=4, grad_accum=1, learning_rate=3e-3, lr_scheduler="cosine", warmup_ratio=0.0,

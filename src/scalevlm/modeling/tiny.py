@@ -61,10 +61,15 @@ class TinySpec:
     vision_mlp_ratio: int
     patch_size: int
     merge_size: int
-    min_pixels: int
     max_pixels: int
     max_position_embeddings: int
     rope_theta: float
+
+    @property
+    def min_pixels(self) -> int:
+        """One merged visual token, (patch × merge)² pixels: the processor's floor on an image's total pixels.
+        Derived from the patch sizes rather than stored beside them, so the two cannot disagree."""
+        return (self.patch_size * self.merge_size) ** 2
 
     def validate(self) -> None:
         """Raise ValueError naming the offending sizes (before transformers fails deep inside)."""
@@ -79,8 +84,9 @@ class TinySpec:
             errors.append(f"vision_embed_dim {self.vision_embed_dim} is not divisible by vision_heads {self.vision_heads}")
         if self.vocab_size < 256 + len(SPECIAL_TOKENS):
             errors.append(f"vocab_size {self.vocab_size} is below the 256 byte symbols + {len(SPECIAL_TOKENS)} specials")
-        if self.min_pixels < (self.patch_size * self.merge_size) ** 2 or self.max_pixels < self.min_pixels:
-            errors.append(f"need (patch*merge)^2 <= min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+        if self.max_pixels < self.min_pixels:
+            errors.append(f"max_pixels {self.max_pixels} is below one merged visual token, (patch_size*merge_size)^2 "
+                          f"= {self.min_pixels}")
         if errors:
             raise ValueError("invalid tiny model sizes: " + "; ".join(errors))
 
