@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scalevlm.config import Checked, PositiveInt, Problems, Range, Text
-from scalevlm.facts import BASE_MODEL, METRICS, report_dir
+from scalevlm.facts import BASE_MODEL, METRICS, TINY_MODEL, report_dir
 from scalevlm.guard import atomic_dir
 from scalevlm.modeling import TinySpec, build_tiny, load_model_and_processor, save_model_and_processor
 from scalevlm.modeling.images import set_pixel_bounds, visual_tokens
@@ -32,7 +32,7 @@ from scalevlm.training.data import read_split, training_text
 NAME = "prepare_model"
 OUT_MODEL = BASE_MODEL
 OUT_REPORT = report_dir(NAME)
-TINY = "tiny"
+TINY = TINY_MODEL
 log = logging.getLogger(NAME)
 
 

@@ -44,6 +44,12 @@ def arm_parts(name: str) -> tuple[str, str]:
     return training, method
 
 
+# prepare_model.name_or_path that builds the offline tiny model (any other value is a hub id or a local folder);
+# prepare_model's report names it as its `source`, which compare's caveats read.
+TINY_MODEL = "tiny"
+# curate_dataset's offline generators (scalevlm.sources.synthetic): a record's `source` is its curate source's name.
+GENERATED_SOURCES: tuple[str, ...] = ("synthetic", "digits")
+
 # dvc.yaml matrices: stage → {matrix key: values}; an item of a matrix stage is one combination.
 MATRIX: dict[str, dict[str, tuple[str, ...]]] = {
     TRAIN_SFT: {"method": METHODS},
@@ -163,7 +169,8 @@ def inputs(stage: str, item: Mapping[str, str] | None = None) -> tuple[Path, ...
     if stage == EVALUATE:
         return arm_model(arm(it["train"], it["method"])), test, CURATED_IMAGES, LOCAL_DATA  # benchmark copies
     if stage == COMPARE:
-        return (train, test, *(eval_report(a) / PREDICTIONS for a in ARMS), *(eval_report(a) / METRICS for a in ARMS),
+        return (train, test, report_dir(PREPARE) / METRICS,  # the base model, named in the caveats
+                *(eval_report(a) / PREDICTIONS for a in ARMS), *(eval_report(a) / METRICS for a in ARMS),
                 *(eval_report(a) / BENCHMARKS for a in ARMS),
                 *(report_dir(TRAIN_SFT, m) / METRICS for m in METHODS),
                 *(report_dir(TRAIN_SFT, m) / CURVES for m in METHODS),

@@ -1,0 +1,189 @@
+"""The four-arm comparison as Markdown (`reports/compare/{table.md,README.md}`): the tables, the paper's claims and
+the paired tests as sentences, and the caveats — every statement generated from this run's numbers and facts.
+
+`RunFacts` is what the caveats need to know about the run (the base model from `reports/prepare_model/metrics.json`,
+the test sources, the benchmarks), so a real-model run is not described as the tiny one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scalevlm.core.comparison import decisive_p
+from scalevlm.facts import ARMS, GENERATED_SOURCES, INITS, TINY_MODEL
+
+Table = Mapping[str, Mapping[str, Any]]  # arm -> row of scalevlm.core.comparison.arm_table
+Tests = Sequence[Mapping[str, Any]]  # rows of scalevlm.core.comparison.paired_tests
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def markdown_table(table: Table, tests: Tests, ratio: float | None) -> str:
+    lines = [
+        "| arm | accuracy [95% CI] | format compliance | answer parse | mean think tokens | train time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm, r in table.items():
+        lines.append(
+            f"| {arm} | {_fmt(r['accuracy'])} [{_fmt(r['accuracy_low'])}, {_fmt(r['accuracy_high'])}] | "
+            f"{_fmt(r['format_compliance'])} | {_fmt(r['answer_parse_rate'])} | {_fmt(r['think_tokens_mean'], 1)} | "
+            f"{_fmt(r['train_time_s'], 1)} |")
+    lines += ["", "| comparison | Δ accuracy [95% CI] | p (bootstrap) | p (permutation) | p (McNemar) | a-only / b-only |",
+              "|---|---|---|---|---|---|"]
+    for t in tests:
+        lines.append(
+            f"| {t['a']} vs {t['b']} | {_fmt(t['diff'])} [{_fmt(t['diff_low'])}, {_fmt(t['diff_high'])}] | "
+            f"{_fmt(t['p_bootstrap'], 4)} | {_fmt(t['p_permutation'], 4)} | {_fmt(t['p_mcnemar'], 4)} | "
+            f"{t['a_only']} / {t['b_only']} |")
+    lines += ["", f"SCALe-SFT time / (vanilla SFT + GRPO time): {_fmt(ratio)}"]
+    return "\n".join(lines) + "\n"
+
+
+def source_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
+    sources = sorted({s for m in metrics.values() for s in m.get("by_source", {})})
+    lines = ["| arm | " + " | ".join(f"{s} accuracy" for s in sources) + " |", "|---|" + "---|" * len(sources)]
+    for arm in ARMS:
+        by = metrics[arm].get("by_source", {})
+        lines.append(f"| {arm} | " + " | ".join(_fmt(by.get(s, {}).get("accuracy")) for s in sources) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# Sentences ------------------------------------------------------------------------------------------------------
+
+
+def _stat(t: Mapping[str, Any]) -> str:
+    return f"Δ = {_fmt(t['diff'])}, 95% CI [{_fmt(t['diff_low'])}, {_fmt(t['diff_high'])}], p = {_fmt(decisive_p(t), 4)}"
+
+
+def verdict(t: Mapping[str, Any], alpha: float) -> str:
+    if decisive_p(t) < alpha and t["diff"] != 0:
+        word = "more" if t["diff"] > 0 else "*less*"
+        return f"**{t['a']}** is {word} accurate than **{t['b']}** ({_stat(t)})."
+    return f"**{t['a']}** and **{t['b']}** are not distinguishable on this test set ({_stat(t)})."
+
+
+def claims(table: Table, by_pair: Mapping[tuple[str, str], Mapping[str, Any]], ratio: float | None,
+           alpha: float) -> list[str]:
+    """The paper's three claims, each checked against this run's numbers (a sentence per claim)."""
+    sig = lambda a, b: decisive_p(by_pair[(a, b)]) < alpha  # noqa: E731
+    t1 = by_pair[("sft-scale", "sft-vanilla")]
+    c1 = "holds" if sig("sft-scale", "sft-vanilla") and t1["diff"] > 0 else (
+        "contradicted: SCALe-SFT is less accurate" if sig("sft-scale", "sft-vanilla") else "not supported: no significant difference")
+    t2 = by_pair[("sft-scale", "grpo-vanilla")]
+    worse = sig("sft-scale", "grpo-vanilla") and t2["diff"] < 0
+    cost = f"time ratio {_fmt(ratio, 2)}; the paper reports about 1/7" if ratio is not None else "training times missing"
+    c2 = "does not hold: SCALe-SFT is less accurate" if worse else "holds on accuracy: SCALe-SFT is not worse"
+    others = [a for a in ARMS if a != "grpo-scale"]
+    best = all(table["grpo-scale"]["accuracy"] >= table[a]["accuracy"] for a in others)
+    c3 = ("holds" if best and all(sig("grpo-scale", a) for a in others) else
+          "holds only nominally: highest, but not significantly" if best else "does not hold: another arm is more accurate")
+    return [
+        f"1. SCALe-SFT beats vanilla SFT — {c1} ({_stat(t1)}).",
+        f"2. SCALe-SFT matches vanilla SFT + GRPO at a fraction of the cost — {c2} ({_stat(t2)}; {cost}).",
+        f"3. SCALe + GRPO is the best arm — {c3} (grpo-scale {_fmt(table['grpo-scale']['accuracy'])}, "
+        f"best other {_fmt(max(table[a]['accuracy'] for a in others))}).",
+    ]
+
+
+# Caveats: what this run is, from its own reports ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """The run behind the numbers. `model_*` come from `reports/prepare_model/metrics.json` (None when it is
+    missing); `test_sources` are the `source` values of the compared test samples; `benchmarks` those compared."""
+
+    model_source: str | None  # "tiny", a hub id or a local folder (params prepare_model.name_or_path)
+    model_class: str | None
+    parameters: int | None
+    test_sources: tuple[str, ...]
+    benchmarks: tuple[str, ...]
+
+    @property
+    def tiny(self) -> bool:
+        return self.model_source == TINY_MODEL
+
+    @property
+    def embedded_task(self) -> bool:
+        """Every test sample comes from curate_dataset's offline generators (the multi-seed study's setting)."""
+        return bool(self.test_sources) and set(self.test_sources) <= set(GENERATED_SOURCES)
+
+
+def count(n: int) -> str:
+    """1276160 -> '1.3 M', 3754622976 -> '3.8 B'."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            v = n / size
+            return f"{v:.1f} {unit}" if v < 10 else f"{v:.0f} {unit}"
+    return str(n)
+
+
+def _task(run: RunFacts) -> str:
+    if run.embedded_task:
+        names = sorted(run.test_sources)
+        return "an embedded synthetic task" if len(names) == 1 else f"embedded synthetic tasks ({', '.join(names)})"
+    return f"test samples from {', '.join(sorted(run.test_sources)) or 'no named source'}"
+
+
+def caveats(run: RunFacts) -> list[str]:
+    """The "How far to trust this" bullets: the seeds behind each arm, then what model and data the numbers are on."""
+    if run.tiny and run.embedded_task:  # the multi-seed study measured the seed spread for exactly this setting
+        seeds = ("One training seed per arm. On these tasks the spread between seeds was larger than the gaps between "
+                 "methods (SCALe-SFT: 0.571 to 0.974 over five seeds, `reports/study/study/table.md`), so the CIs above "
+                 "cover test-sample noise only, not training noise. A claim about SCALe needs several seeds: see the "
+                 "multi-seed study in `reports/study/`.")
+    else:
+        seeds = ("One training seed per arm, so the CIs above cover test-sample noise only, not training noise. The "
+                 "spread between seeds was measured for the tiny model on the embedded task only (`reports/study/`, "
+                 "where it exceeded the gaps between methods); a claim about SCALe on this model and data needs "
+                 "several seeds of it: `python -m flows.sweep sweeps/study.yaml` (README, multi-seed study).")
+    benchmarks = f"; benchmarks compared: {', '.join(run.benchmarks)}" if run.benchmarks else ""
+    if run.model_source is None:
+        model = ("The base model is not described: `reports/prepare_model/metrics.json` is missing (run "
+                 f"`dvc repro prepare_model`); tested on {_task(run)}{benchmarks}.")
+    elif run.tiny:
+        paper = "the paper's 3–7 B models" + ("" if run.benchmarks else " and benchmarks")
+        size = f"~{count(run.parameters)}" if run.parameters is not None else "unknown"
+        model = (f"A tiny model ({size} parameters) on {_task(run)}{benchmarks}, not {paper}; the pipeline is the "
+                 "product here, the numbers are a smoke-level reproduction.")
+    else:
+        size = f"~{count(run.parameters)} parameters" if run.parameters is not None else "parameters unknown"
+        model = (f"Base model `{run.model_source}` ({run.model_class}, {size}; the paper used 3–7 B models), "
+                 f"tested on {_task(run)}{benchmarks}.")
+    return [seeds, model]
+
+
+# The README -------------------------------------------------------------------------------------------------------
+
+
+def readme(table: Table, tests: Tests, claim_lines: Sequence[str], metrics: Mapping[str, Mapping[str, Any]],
+           times: Mapping[str, float | None], ratio: float | None, alpha: float, chance: float | None,
+           run: RunFacts) -> str:
+    best = max(table, key=lambda arm: table[arm]["accuracy"])
+    n = next(iter(table.values()))["n"]
+    grpo_cost = [f"{m}: {_fmt(times.get(f'grpo-only-{m}'), 1)} s" for m in INITS]
+    # the embedded default's GRPO is short by design (params.yaml train_grpo); a real run's length is its own
+    why_ratio = ("here GRPO is kept short to fit a CPU budget, so the ratio says little about the paper's setting"
+                 if run.tiny else "it depends on how many steps train_grpo runs beside train_sft")
+    lines = [
+        "# Comparison of the four arms", "",
+        "Generated by `stages/compare.py` from `reports/evaluate/*` and the training reports; do not edit by hand.", "",
+        f"Test samples: {n} (the same samples for every arm, paired by id). Highest accuracy: **{best}** "
+        f"({_fmt(table[best]['accuracy'])}). Chance (always the most frequent training answer): {_fmt(chance)}. "
+        f"Tests at α = {alpha}.", "",
+        "## The paper's claims, checked on this run", "", *claim_lines, "",
+        "## Table", "", markdown_table(table, tests, ratio), "Accuracy per source:", "", source_table(metrics),
+        "## Paired tests", "", *[f"- {verdict(t, alpha)}" for t in tests], "",
+        "## Training cost", "",
+        f"- SFT: vanilla {_fmt(times.get('sft-vanilla'), 1)} s, SCALe {_fmt(times.get('sft-scale'), 1)} s; "
+        f"GRPO on top: {', '.join(grpo_cost)}.",
+        f"- SCALe-SFT time / (vanilla SFT + GRPO time) = {_fmt(ratio, 2)} (the paper reports about 1/7; {why_ratio}).",
+        "", "## How far to trust this", "", *[f"- {c}" for c in caveats(run)],
+        "", "Plots: `plots/accuracy_by_arm.png`, `plots/think_length.png`, `plots/scale_schedule.png`.", "",
+    ]
+    return "\n".join(lines)
