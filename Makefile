@@ -13,7 +13,7 @@ export PYTHONHASHSEED ?= 0
 # dvc.yaml commands say `python`: it must be the venv's interpreter.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro test lint bench study deps clean-venv
+.PHONY: setup repro test test-fast lint bench study deps clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the fast tier (under a minute): no training, no pipeline runs, no Prefect server
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not prefect"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -320,6 +320,7 @@ def test_property_local_curation_accounts_for_every_line(tmp_path: Path, data: b
     assert len(read_records(out / "records.jsonl")) == metrics["curated"]
 
 
+@pytest.mark.slow  # ~10 s: in `make test`, not in the fast tier
 @settings(PROPERTY, max_examples=20)  # each example runs the GX suites and builds Data Docs (~0.5-1 s)
 @given(data=files_of(curated_record("p")))
 def test_property_validate_cli_accounts_for_every_line(tmp_path: Path, data: bytes) -> None:

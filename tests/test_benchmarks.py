@@ -4,12 +4,12 @@ evaluate stage's per-benchmark reports, and compare's per-(arm, benchmark) rows.
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import datasets
 import pytest
 from benchmark_fixtures import iconqa_lmms_lab, scienceqa_derek_thomas, scienceqa_lmms_lab
+from tiny_project import grid, grid_project
 
 from scalevlm.benchmarks.sources import Benchmark, BenchmarkError, Item, Skipped, read
 from scalevlm.config import ConfigError, load_config, load_params
@@ -147,32 +147,12 @@ def test_benchmark_params_are_checked() -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Validated train/test splits, one untrained tiny model as all four arms, both benchmarks under data/local/."""
-    from scalevlm.modeling import TinySpec, build_tiny, save_model_and_processor
-    from scalevlm.records import ImageStore, Record, write_records
-    from scalevlm.sources.synthetic import GridConfig, grid_sample
-
     root = tmp_path_factory.mktemp("project")
-    grid = GridConfig(enabled=True, n=8, seed=0, rows=2, cols=2, cell_px=16, p_red=0.5, p_blue=0.2, jitter=False,
-                      answer_step="copy")
-    store = ImageStore(root / "data/curate_dataset")
-    splits: dict[str, list[Record]] = {"train": [], "test": []}
-    for i in range(8):
-        image, question, think, answer, _ = grid_sample(random.Random(i), grid)
-        split = "test" if i % 2 else "train"
-        splits[split].append(Record(id=f"synthetic/{i}", images=("data/curate_dataset/" + store.put(image),),
-                                    question=question, reasoning=think, answer=answer, answer_type="integer",
-                                    choices=None, source="synthetic", split=split))
-    for split, records in splits.items():
-        write_records(root / "data/validate_segments" / f"{split}.jsonl", records)
-    spec = TinySpec(seed=0, vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
-                    intermediate_size=64, vision_embed_dim=32, vision_depth=1, vision_heads=2, vision_mlp_ratio=2,
-                    patch_size=8, merge_size=2, max_pixels=4096, max_position_embeddings=1024,
-                    rope_theta=10000.0)
-    model, processor = build_tiny([f"{r.question} {r.reasoning} {r.answer} A. B. C." for r in splits["train"]], spec)
-    for stage in ("train_sft", "train_grpo"):
-        for method in ("vanilla", "scale"):
-            save_model_and_processor(model, processor, root / "models" / stage / method)
-            write_json(root / "reports" / stage / method / "metrics.json", {"wall_time_s": 1.0})
+    arms = [(stage, method) for stage in ("train_sft", "train_grpo") for method in ("vanilla", "scale")]
+    grid_project(root, 8, lambda i: "test" if i % 2 else "train", (grid(2, jitter=False, p_red=0.5, p_blue=0.2),),
+                 arms=arms, tokenizer_extra="A. B. C.")
+    for stage, method in arms:
+        write_json(root / "reports" / stage / method / "metrics.json", {"wall_time_s": 1.0})
     scienceqa_lmms_lab(root / "data/local/benchmarks/scienceqa")
     iconqa_lmms_lab(root / "data/local/benchmarks/iconqa")
     return root

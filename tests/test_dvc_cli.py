@@ -97,6 +97,7 @@ def test_changes_says_what_repro_would_do(repo: Path) -> None:
         dvc_cli.changes(repo, "nope")
 
 
+@pytest.mark.slow
 def test_queue_states_from_exp_show(repo: Path) -> None:
     for name, x in (("good", "3"), ("bad", "13")):
         dvc_cli.queue_experiment(repo, name, ["-S", f"make.x={x}"], ["make_a"])
@@ -132,6 +133,8 @@ def harness():
         yield
 
 
+@pytest.mark.slow
+@pytest.mark.prefect
 def test_sweep_flow_queues_runs_and_fails_only_on_its_own_failures(repo: Path, harness: None) -> None:
     from flows.sweep import sweep
 

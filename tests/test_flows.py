@@ -75,6 +75,7 @@ def test_stage_order_follows_the_dvc_graph(project: Path) -> None:
         select(order, ["nope"])
 
 
+@pytest.mark.prefect
 def test_runs_in_order_then_skips_unchanged_and_refuses_a_negative_promotion(project: Path, harness: None) -> None:
     from prefect.client.orchestration import get_client
 
@@ -205,6 +206,7 @@ def test_a_killed_profile_run_is_undone_by_the_next_run_and_a_live_one_blocks(pr
     assert (project / ".scalevlm/profile/params.yaml").read_bytes() == original
 
 
+@pytest.mark.prefect
 def test_a_profile_run_of_the_flow_leaves_params_yaml_as_it_was(project: Path, harness: None) -> None:
     from flows import dvc_cli
     from flows.pipeline import pipeline

@@ -3,53 +3,25 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
+from tiny_project import grid, grid_project
 
 from scalevlm.facts import PAIRS
-from scalevlm.records import ImageStore, Record, read_jsonl, write_records
+from scalevlm.records import Record, read_jsonl
 from scalevlm.runtime import write_json
-
-pytestmark = pytest.mark.slow
 
 ARMS = ("sft-vanilla", "sft-scale", "grpo-vanilla", "grpo-scale")
 
 
-def _records(root: Path, n: int) -> dict[str, list[Record]]:
-    from scalevlm.sources.synthetic import GridConfig, grid_sample
-
-    # two image sizes, so prompts differ in length (GRPO must left-pad the multimodal fields like the prompt ids)
-    grids = [GridConfig(enabled=True, n=n, seed=0, rows=size, cols=size, cell_px=16, p_red=0.5, p_blue=0.2, jitter=False,
-                        answer_step="copy") for size in (1, 4)]
-    store = ImageStore(root / "data" / "curate_dataset")
-    splits: dict[str, list[Record]] = {"train": [], "test": []}
-    for i in range(n):
-        image, question, think, answer, _ = grid_sample(random.Random(i), grids[i % 2])
-        split = "test" if i % 3 == 0 else "train"
-        splits[split].append(Record(
-            id=f"synthetic/{i:04d}", images=("data/curate_dataset/" + store.put(image),), question=question,
-            reasoning=think, answer=answer, answer_type="integer", choices=None, source="synthetic", split=split))
-    for split, records in splits.items():  # validated layout: image paths relative to the project root
-        write_records(root / "data" / "validate_segments" / f"{split}.jsonl", records)
-    return splits
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project root with validated train/test splits and an (untrained) tiny model as both SFT arms."""
-    from scalevlm.modeling import TinySpec, build_tiny, save_model_and_processor
-
+    """A project root with validated train/test splits and an (untrained) tiny model as both SFT arms. Two image
+    sizes, so prompts differ in length (GRPO must left-pad the multimodal fields like the prompt ids)."""
     root = tmp_path_factory.mktemp("project")
-    splits = _records(root, 24)
-    spec = TinySpec(seed=0, vocab_size=300, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-                    intermediate_size=128, vision_embed_dim=64, vision_depth=1, vision_heads=4, vision_mlp_ratio=2,
-                    patch_size=8, merge_size=2, max_pixels=4096, max_position_embeddings=512,
-                    rope_theta=10000.0)
-    model, processor = build_tiny([f"{r.question} {r.reasoning} {r.answer}" for r in splits["train"]], spec)
-    for method in ("vanilla", "scale"):
-        save_model_and_processor(model, processor, root / "models" / "train_sft" / method)
+    grid_project(root, 24, lambda i: "test" if i % 3 == 0 else "train", (grid(1, jitter=False, p_red=0.5, p_blue=0.2),
+                 grid(4, jitter=False, p_red=0.5, p_blue=0.2)), arms=[("train_sft", m) for m in ("vanilla", "scale")])
     return root
 
 
@@ -65,6 +37,7 @@ def grpo_cfg(**over: object) -> object:
     return Config(**base)
 
 
+@pytest.mark.slow
 def test_train_grpo_smoke(project: Path) -> None:
     from scalevlm.modeling import load_model_and_processor
     from stages.train_grpo import run
@@ -84,13 +57,15 @@ def test_train_grpo_smoke(project: Path) -> None:
     out = project / "models/train_grpo/vanilla"
     assert json.loads((out / "provenance.json").read_text())["init"] == "vanilla"
     model, _ = load_model_and_processor(out)
-    assert model is not None
+    init, _ = load_model_and_processor(project / "models/train_sft/vanilla")
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in init.state_dict().items()}
 
 
 @pytest.mark.parametrize(
     ("over", "message"),
     [({"batch_size": 6}, "multiple of num_generations"), ({"num_generations": 1, "batch_size": 8}, "num_generations: must be >= 2")],
 )
+@pytest.mark.slow
 def test_train_grpo_rejects_bad_config(project: Path, over: dict[str, object], message: str) -> None:
     from stages.train_grpo import run
 
@@ -110,6 +85,7 @@ def test_grpo_batch_size_is_global_like_sft(tmp_path: Path) -> None:
         grpo_config(cfg, tmp_path, [1.0], world_size=3)
 
 
+@pytest.mark.slow
 def test_grpo_dataset_is_the_sft_rows_without_completion_and_refuses_missing_images(project: Path, tmp_path: Path) -> None:
     from scalevlm.training.data import grpo_dataset, read_split, sft_dataset
 
@@ -131,6 +107,7 @@ def eval_cfg() -> object:
                   trust_remote_code=False, torch_threads=1)
 
 
+@pytest.mark.slow
 def test_evaluate_smoke(project: Path) -> None:
     from stages.evaluate import run
 
@@ -147,6 +124,7 @@ def test_evaluate_smoke(project: Path) -> None:
     assert set(metrics["by_source"]) == {"synthetic"} and set(metrics["by_answer_type"]) == {"integer"}
 
 
+@pytest.mark.slow
 def test_evaluate_unknown_arm_and_missing_model(project: Path) -> None:
     from stages.evaluate import main, run
 

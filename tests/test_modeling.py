@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from tiny_project import TINY_SPEC
 
 from scalevlm.core.segments import TAGS
-from scalevlm.modeling import ModelLoadError, TinySpec, build_tiny, load_model_and_processor, save_model_and_processor
-from scalevlm.modeling.tiny import TinyQwen2VLProcessor, mrope_section
+from scalevlm.modeling import ModelLoadError, build_tiny, load_model_and_processor, save_model_and_processor
+from scalevlm.modeling.tiny import TinyQwen2VLProcessor
 
-SPEC = TinySpec(
-    seed=0, vocab_size=320, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
-    vision_embed_dim=64, vision_depth=1, vision_heads=4, vision_mlp_ratio=2, patch_size=8, merge_size=2,
-    max_pixels=4096, max_position_embeddings=512, rope_theta=10000.0,
-)
+SPEC = TINY_SPEC  # the shared tiny test model
 DEFAULT_SPEC = dataclasses.replace(
     SPEC, vocab_size=384, hidden_size=128, num_layers=4, intermediate_size=256, vision_embed_dim=128, vision_depth=2,
     max_position_embeddings=2048,
@@ -45,11 +43,6 @@ def test_default_sizes_give_about_1_3m_parameters() -> None:
     assert model.config.tie_word_embeddings
     head_dim = DEFAULT_SPEC.hidden_size // DEFAULT_SPEC.num_heads
     assert sum(model.config.text_config.rope_parameters["mrope_section"]) == head_dim // 2
-
-
-@pytest.mark.parametrize("head_dim", [8, 16, 32, 64, 128])
-def test_mrope_section_sums_to_half_head_dim(head_dim: int) -> None:
-    assert sum(mrope_section(head_dim)) == head_dim // 2
 
 
 def test_tags_are_single_non_special_tokens(tiny: tuple) -> None:
@@ -82,7 +75,8 @@ def test_forward_and_image_tokens(tiny: tuple) -> None:
     n_image_tokens = int((batch["input_ids"] == model.config.image_token_id).sum())
     assert n_image_tokens == (32 // 16) ** 2  # one merged token per 16×16 px
     out = model(**batch, labels=batch["input_ids"])
-    assert torch.isfinite(out.loss)
+    chance = math.log(len(processor.tokenizer))  # an untrained model predicts about uniformly
+    assert 0.5 * chance < out.loss.item() < 1.5 * chance
 
 
 def test_save_load_round_trip(tiny: tuple, tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ from scalevlm.predict import Prediction, load, main
 from scalevlm.records import read_jsonl
 from scalevlm.training.data import read_split
 
-pytestmark = pytest.mark.slow
 MODEL = "models/train_sft/scale"
 
 
+@pytest.mark.slow
 def test_predict_reproduces_the_evaluate_stage(project: Path) -> None:  # noqa: F811
     from stages.evaluate import run
 
@@ -34,6 +34,7 @@ def test_predict_reproduces_the_evaluate_stage(project: Path) -> None:  # noqa: 
     assert [p.completion_tokens for p in preds] == [row["completion_tokens"] for row in evaluated]
 
 
+@pytest.mark.slow
 def test_cli_one_question_and_a_batch(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
     records = read_split(project, "test", 3)
     image = project / records[0].images[0]
@@ -56,6 +57,7 @@ def test_cli_one_question_and_a_batch(project: Path, tmp_path: Path, capsys: pyt
     assert {"think", "answer", "format_ok", "reason", "question", "model"} <= set(rows[0])
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded(project: Path, tmp_path: Path) -> None:  # noqa: F811
     records = read_split(project, "test", 4)
     inputs = tmp_path / "in.jsonl"
@@ -89,6 +91,7 @@ def test_prediction_verdicts() -> None:
     ],
     ids=["missing_image", "both_modes", "missing_input", "bad_sampling"],
 )
+@pytest.mark.slow
 def test_user_errors_exit_2_with_the_fix(project: Path, argv: list[str], message: str,  # noqa: F811
                                          capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(project)
@@ -96,6 +99,7 @@ def test_user_errors_exit_2_with_the_fix(project: Path, argv: list[str], message
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bad_input_line_and_unknown_registry_stage(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture,  # noqa: F811
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     bad = tmp_path / "bad.jsonl"

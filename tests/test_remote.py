@@ -65,6 +65,7 @@ def fresh_clone(promoted: dict[str, Path], name: str) -> Path:
     return clone
 
 
+@pytest.mark.timeout(900)  # its module fixture trains and promotes the smoke profile
 def test_fresh_clone_fetches_prod_and_predict_reproduces_the_evaluation(promoted: dict[str, Path]) -> None:
     clone = fresh_clone(promoted, "clone")
     env = {"SCALEVLM_DVC_REMOTE": str(promoted["remote"])}
@@ -117,6 +118,7 @@ def test_fetching_a_version_that_was_never_pushed_names_the_remote_and_the_versi
     assert unknown.returncode == 2 and "registered versions: ['v0.0.1', 'v0.0.2']" in unknown.stderr
 
 
+@pytest.mark.prefect
 def test_scheduled_consumer_flow_evaluates_prod_and_publishes_an_artifact(promoted: dict[str, Path],
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The `prod-evaluation` deployment's flow on a clone that has neither the model nor the data."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -13,25 +12,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_project import grid, grid_project
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from scalevlm.core.scale_loss import ANSWER, THINK, scale_loss, shifted_token_ce
-from scalevlm.modeling import TinySpec, train_tokenizer
-from scalevlm.records import ImageStore, Record, write_records
-from scalevlm.sources.synthetic import GridConfig, grid_sample
+from scalevlm.modeling import train_tokenizer
 from scalevlm.training.config import LoraSettings, ScaleSettings, SFTSettings, sft_config
 from scalevlm.training.data import read_split, sft_dataset
 from scalevlm.training.labels import PieceDecoder, batch_segment_labels
-from stages import prepare_model, train_sft
+from stages import train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID = GridConfig(enabled=True, n=1, seed=0, rows=2, cols=2, cell_px=16, p_red=0.45, p_blue=0.25, jitter=True, answer_step="copy")
-SPEC = TinySpec(
-    seed=0, vocab_size=300, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
-    vision_embed_dim=64, vision_depth=1, vision_heads=4, vision_mlp_ratio=2, patch_size=8, merge_size=2,
-    max_pixels=4096, max_position_embeddings=512, rope_theta=10000.0,
-)
 SETTINGS = SFTSettings(
     seed=0, max_steps=4, batch_size=4, grad_accum=1, learning_rate=3e-3, lr_scheduler="cosine", warmup_ratio=0.0,
     max_grad_norm=1.0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.98, max_length=None, dtype="auto",
@@ -47,18 +39,9 @@ COMPLETION = "<think>row 1: red blue = 1, total 1.</think><answer>1</answer>"
 
 
 def make_project(root: Path, n_train: int = 12, n_val: int = 4) -> Path:
-    """A project root with validated splits (image paths relative to the root) and a prepared tiny model."""
-    store = ImageStore(root / "data" / "curate_dataset")
-    for split, n in (("train", n_train), ("val", n_val)):
-        records = []
-        for i in range(n):
-            image, question, think, answer, _ = grid_sample(random.Random(f"{split}:{i}"), GRID)
-            rel = "data/curate_dataset/" + store.put(image)
-            records.append(Record(f"synthetic/{split}-{i:03d}", (rel,), question, think, answer, "integer", None, "synthetic", split))
-        write_records(root / "data" / "validate_segments" / f"{split}.jsonl", records)
-    cfg = prepare_model.Config(name_or_path="tiny", trust_remote_code=False, dtype="auto", tiny=SPEC, min_pixels=None,
-                               max_pixels=None)
-    prepare_model.run(cfg, root)
+    """A project root with validated train/val splits (image paths relative to the root) and a prepared tiny model."""
+    grid_project(root, n_train + n_val, lambda i: "train" if i < n_train else "val", (grid(2),),
+                 rng_seed=lambda i: f"train:{i}" if i < n_train else f"val:{i - n_train}", base_model=True)
     return root
 
 
