@@ -20,7 +20,6 @@ their published layouts and scored as lmms-eval scores them, with the same model
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import statistics
@@ -40,7 +39,7 @@ from scalevlm.facts import ARMS, BENCHMARKS, METRICS, PREDICTIONS, arm_model, ev
 from scalevlm.guard import atomic_dir
 from scalevlm.inference import Generation, GenerationOptions, generate
 from scalevlm.records import Record, write_jsonl
-from scalevlm.runtime import set_torch_threads, stage_main, write_json
+from scalevlm.runtime import matrix_main, set_torch_threads, write_json
 
 NAME = "evaluate"
 METRICS_DIR = Path(__file__).resolve().parents[1] / "metrics"  # code, shipped with the repo (not a data dep)
@@ -196,10 +195,7 @@ def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{NAME}", add_help=False)
-    parser.add_argument("--arm", required=True, choices=ARMS, help="which trained model to evaluate")
-    args, rest = parser.parse_known_args(argv)
-    return stage_main(NAME, Config, lambda cfg, root: run(cfg, root, args.arm), rest, item=args.arm)
+    return matrix_main(NAME, Config, run, argv, "--arm", ARMS, "which trained model to evaluate")
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ from its newest complete checkpoint; a finished run leaves only the final model 
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
 
 from scalevlm.facts import DVCLIVE, INITS, METRICS, TRAIN_SFT, model_dir, report_dir
-from scalevlm.runtime import stage_main, write_json
+from scalevlm.runtime import matrix_main, write_json
 from scalevlm.training.grpo import GRPOSettings
 
 NAME = "train_grpo"
@@ -53,10 +52,7 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{NAME}", add_help=False)
-    parser.add_argument("--init", required=True, choices=INITS, help="which SFT model to start from")
-    args, rest = parser.parse_known_args(argv)
-    return stage_main(NAME, Config, lambda cfg, root: run(cfg, root, args.init), rest, item=args.init)
+    return matrix_main(NAME, Config, run, argv, "--init", INITS, "which SFT model to start from")
 
 
 if __name__ == "__main__":

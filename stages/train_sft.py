@@ -16,15 +16,13 @@ from its newest checkpoint; a finished run leaves only the final model (unless `
 
 from __future__ import annotations
 
-import argparse
-import functools
 import logging
 from pathlib import Path
 from typing import Any
 
 from scalevlm.facts import BASE_MODEL, DVCLIVE, LOG_HISTORY, METHODS, METRICS, model_dir, report_dir
 from scalevlm.provenance import write_provenance
-from scalevlm.runtime import stage_main, write_json
+from scalevlm.runtime import matrix_main, write_json
 from scalevlm.training.config import SFTSettings
 from scalevlm.training.data import read_split
 from scalevlm.training.sft import SFTPaths, run_sft
@@ -59,10 +57,7 @@ def run(cfg: Config, root: Path, method: str = "scale") -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--method", choices=METHODS, default="scale", help="the matrix arm: vanilla or scale")
-    known, rest = parser.parse_known_args(argv)
-    return stage_main(NAME, Config, functools.partial(run, method=known.method), rest, item=known.method)
+    return matrix_main(NAME, Config, run, argv, "--method", METHODS, "the matrix arm: vanilla or scale", default="scale")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,3 +82,21 @@ def stage_main(
         return 2
     print(json.dumps(summary, sort_keys=True, indent=2))
     return 0
+
+
+def matrix_main(
+    name: str,
+    config_cls: type[T],
+    run: Callable[[T, Path, str], dict[str, Any]],
+    argv: list[str] | None,
+    flag: str,
+    choices: Sequence[str],
+    help: str,
+    default: str | None = None,
+) -> int:
+    """The `main()` of a dvc.yaml matrix stage: read its item (`--arm`, `--init`, `--method`), then `stage_main`."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", add_help=False)
+    parser.add_argument(flag, required=default is None, default=default, choices=choices, help=help)
+    known, rest = parser.parse_known_args(argv)
+    item = getattr(known, flag.lstrip("-").replace("-", "_"))
+    return stage_main(name, config_cls, lambda cfg, root: run(cfg, root, item), rest, item=item)

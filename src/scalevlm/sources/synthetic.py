@@ -83,17 +83,25 @@ def grid_sample(rng: random.Random, cfg: GridConfig) -> tuple[Image.Image, str, 
 
 def synthetic_source(cfg: GridConfig, ctx: SourceContext) -> Iterator[Candidate]:
     for i in range(cfg.n):
-        key = f"grid-{cfg.seed}-{i:06d}"
-        image, question, think, answer, extra = grid_sample(random.Random(f"grid:{cfg.seed}:{i}"), cfg)
-        yield Candidate(
-            key=key,
-            images=(image,),
-            question=question,
-            reasoning=think,
-            answer=answer,
-            answer_type="integer",
-            provenance={"generator": "grid", "seed": cfg.seed, "index": i, "answer_step": cfg.answer_step, **extra},
-        )
+        yield _candidate("grid", cfg.seed, i, cfg.answer_step, grid_sample(random.Random(f"grid:{cfg.seed}:{i}"), cfg))
+
+
+def _key(generator: str, seed: int, i: int) -> str:
+    return f"{generator}-{seed}-{i:06d}"
+
+
+def _candidate(generator: str, seed: int, i: int, answer_step: str, sample: tuple) -> Candidate:
+    """One generated sample as a curation candidate; its key and provenance say how to regenerate it."""
+    image, question, think, answer, extra = sample
+    return Candidate(
+        key=_key(generator, seed, i),
+        images=(image,),
+        question=question,
+        reasoning=think,
+        answer=answer,
+        answer_type="integer",
+        provenance={"generator": generator, "seed": seed, "index": i, "answer_step": answer_step, **extra},
+    )
 
 
 @lru_cache(maxsize=1)
@@ -133,14 +141,5 @@ def digits_sample(rng: random.Random, cfg: DigitsConfig, split: str) -> tuple[Im
 
 def digits_source(cfg: DigitsConfig, ctx: SourceContext) -> Iterator[Candidate]:
     for i in range(cfg.n):
-        key = f"digits-{cfg.seed}-{i:06d}"
-        image, question, think, answer, extra = digits_sample(random.Random(f"digits:{cfg.seed}:{i}"), cfg, ctx.split_of(key))
-        yield Candidate(
-            key=key,
-            images=(image,),
-            question=question,
-            reasoning=think,
-            answer=answer,
-            answer_type="integer",
-            provenance={"generator": "digits", "seed": cfg.seed, "index": i, "answer_step": cfg.answer_step, **extra},
-        )
+        rng = random.Random(f"digits:{cfg.seed}:{i}")
+        yield _candidate("digits", cfg.seed, i, cfg.answer_step, digits_sample(rng, cfg, ctx.split_of(_key("digits", cfg.seed, i))))
