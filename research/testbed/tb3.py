@@ -24,12 +24,13 @@ from collections import Counter
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tb3_task import CAPTION_Q, LETTERS, make_rows, make_sample, tokenizer_texts  # noqa: E402
+from tb3_task import LETTERS, make_rows, make_sample, tokenizer_texts  # noqa: E402
 
 from scalevlm.core.scale_loss import scale_loss, schedule_weights, shifted_token_ce  # noqa: E402
 from scalevlm.modeling.tiny import TinySpec, build_processor, tiny_config, train_tokenizer  # noqa: E402
 
-THINK, ANSWER = 1, 2  # scalevlm.core.segments labels
+THINK, ANSWER = 1, 2
+GENS: list[dict] = []  # every held-out generation of the run, written to gens/<tag>_<loss>_s<seed>.jsonl  # scalevlm.core.segments labels
 
 
 def build(a: argparse.Namespace):
@@ -124,6 +125,7 @@ def evaluate(model, proc, tok, rows: list[dict], kind: str, max_new_tokens: int,
             txt = tok.decode(gl, skip_special_tokens=True)
             if len(samples) < 2:
                 samples.append(txt)
+            GENS.append({"i": len(GENS), "total": r["total"], "answer": r.get("answer"), "grid": r["grid"], "gen": txt})
             cap = {int(m[0]): (m[1].split(), int(m[2])) for m in ROWCAP.findall(txt)}
             st["caption_exact"] += all(cap.get(k + 1, (None,))[0] == r["grid"][k] for k in range(4))
             st["cell_ok"] += sum(a == b for k in range(4) for a, b in zip(cap.get(k + 1, ([],))[0], r["grid"][k]))
@@ -179,6 +181,7 @@ def main() -> None:
     ap.add_argument("--freeze_vision", action="store_true", help="sft: keep the vision tower + merger fixed")
     ap.add_argument("--v1_caption", action="store_true", help="caption without running totals (run 1)")
     ap.add_argument("--trace", default="early", choices=["early", "copy"], help="early = v3 trace, copy = v1/v2 trace")
+    ap.add_argument("--v3_fluff", action="store_true", help="v3 self-check sentences (default: v4)")
     ap.add_argument("--replay", type=int, default=0, help="sft: caption samples per step, plain CE with weight 1, both arms")
     ap.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.jsonl"))
     a = ap.parse_args()
@@ -186,6 +189,7 @@ def main() -> None:
     import tb3_task
     tb3_task.RUNNING = not a.v1_caption
     tb3_task.TRACE = a.trace
+    tb3_task.V4 = not a.v3_fluff
     rep_rng = random.Random(3000 + a.seed)  # replay captions: their own image stream
     t0 = time.time()
     model, proc, tok = build(a)
@@ -240,6 +244,9 @@ def main() -> None:
     print("RESULT", json.dumps({k: v for k, v in res.items() if k != "history"}), flush=True)
     with open(a.results, "a") as f:
         f.write(json.dumps(res) + "\n")
+    os.makedirs(os.path.join(os.path.dirname(os.path.abspath(__file__)), "gens"), exist_ok=True)
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "gens", f"{a.tag}_{a.loss}_s{a.seed}.jsonl"), "w") as f:
+        f.writelines(json.dumps(g) + "\n" for g in GENS)
     if a.save:
         os.makedirs(a.save, exist_ok=True)
         torch.save(model.state_dict(), os.path.join(a.save, "model.pt"))

@@ -18,8 +18,20 @@ COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "white": (255, 255, 255)}
 LETTERS = "ABCD"
 CAPTION_Q = "Describe the grid."
 RUNNING = True  # v2 caption with running totals (set False to reproduce v1)
+V4 = True  # v4 self-check pool (False = v3 pool)
 TRACE = "early"  # v3: conclusion right after the caption, then image-independent self-checks; "copy" = v1/v2 traces
 
+# v4: self-checks built from sentences of the v2 traces (the tokenizer's own text), so their words are whole tokens;
+# v3's novel sentences were split into byte pieces and generated garbled (missing <answer> 0.63)
+FLUFF4 = [
+    "Wait, let me re-check row {r}. Yes, that is right.",
+    "Hmm, red and blue can look similar, so let me look at row {r} once more. Yes, that is right.",
+    "Wait, I should be careful not to count the blue cells or the empty cells. I only count the red ones.",
+    "Hmm, let me make sure I have not skipped a row. I went through rows 1, 2, 3 and 4 in order, so that is fine.",
+    "Let me think about this step by step. I have read every row, so the count is done.",
+    "Let me double check the count for row {r}. Good.",
+    "Alright, I need the number of red cells in the whole grid, and I have gone through the rows in order.",
+]
 FLUFF = [
     "Wait, I should be careful not to count the blue cells or the empty cells. I only count the red ones.",
     "Hmm, red and blue can look similar in a small picture, but the colours in this grid are clear enough.",
@@ -77,7 +89,7 @@ def r1_think(rng: random.Random, grid: list[list[str]], min_refl: int, max_refl:
             "But let me not rush. I will check my reading before I answer.",
             "Before I answer, let me make sure this is right.",
             "Hmm, let me think again about whether I missed anything."])]
-        parts += [rng.choice(FLUFF).format(r=rng.randint(1, 4)) for _ in range(rng.randint(min_refl + 1, max_refl + 7))]
+        parts += [rng.choice(FLUFF4 if V4 else FLUFF).format(r=rng.randint(1, 4)) for _ in range(rng.randint(min_refl, max_refl + 1))]
         parts.append(rng.choice(["Okay, I am confident in my count now.", "Good, everything checks out.",
                                  "Alright, I have checked it carefully."]))
         return " ".join(parts)
@@ -147,6 +159,13 @@ def make_rows(kind: str, n: int, seed: int, **kw: int) -> list[dict]:
 
 
 def tokenizer_texts() -> list[str]:
-    rows = make_rows("caption", 500, 12345) + make_rows("reason", 1500, 12346)
+    """The v2 vocabulary (caption with running totals + "copy" traces), whatever TRACE is, so every variant
+    loads the v2 perception checkpoint (pre2_s0). v3's self-check sentences are split into smaller pieces."""
+    global TRACE
+    saved, TRACE = TRACE, "copy"
+    try:
+        rows = make_rows("caption", 500, 12345) + make_rows("reason", 1500, 12346)
+    finally:
+        TRACE = saved
     return [r["q"] + " " + r["comp"].replace("<think>", " ").replace("</think>", " ").replace("<answer>", " ")
             .replace("</answer>", " ") for r in rows]
