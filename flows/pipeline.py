@@ -68,7 +68,7 @@ def load_profile(root: Path, profile: str) -> dict[str, Any]:
     path = root / "profiles" / f"{profile}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in (root / "profiles").glob("*.yaml"))
-        raise ValueError(f"unknown profile '{profile}': no {path}; available: ['default', *{available}]")
+        raise ValueError(f"unknown profile '{profile}': no {path}; available: {['default', *available]}")
     return yaml.safe_load(path.read_text()) or {}
 
 
@@ -287,10 +287,16 @@ def pipeline(
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*")
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--gate", action="store_true", help="run the promotion gate after the promote stage")
     args = parser.parse_args()
+    try:  # the user's mistakes are refused before a Prefect server starts, as one line and exit 2
+        load_profile(Path("."), args.profile)
+        select(dvc_cli.stage_order(Path(".")), args.targets or None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     pipeline(targets=args.targets or None, force=args.force, profile=args.profile, gate=args.gate)

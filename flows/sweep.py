@@ -13,6 +13,7 @@ experiments' numbers.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,14 @@ def sweep(spec_path: str, root: str = ".", timeout_s: float = 6 * 3600, report: 
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("spec", help="sweep spec YAML, e.g. sweeps/ablation.yaml")
     parser.add_argument("--timeout-s", type=float, default=6 * 3600)
     parser.add_argument("--report-only", action="store_true", help="collect and report experiments already run")
     args = parser.parse_args()
+    try:  # a missing or malformed spec is refused before a Prefect server starts
+        experiments(load_spec(Path(args.spec)))
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        print(f"error: {args.spec}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(json.dumps(sweep(args.spec, timeout_s=args.timeout_s, run=not args.report_only), indent=2))

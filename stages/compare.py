@@ -29,6 +29,7 @@ from scalevlm.benchmarks.report import compare_benchmarks
 from scalevlm.benchmarks.report import markdown as benchmark_markdown
 from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Range
 from scalevlm.core.comparison import arm_table, majority_accuracy, paired_tests, shared_ids
+from scalevlm.errors import MissingInputError
 from scalevlm.facts import (
     ARMS,
     CLAIM_PAIRS,
@@ -67,7 +68,7 @@ class Config(Checked):
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run the stage that writes it first (dvc repro {NAME} runs them)")
+        raise MissingInputError(f"{path} is missing; run the stage that writes it first (dvc repro {NAME} runs them)")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -35,6 +35,7 @@ from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems
 from scalevlm.core.answers import is_correct, is_parseable
 from scalevlm.core.rewards import extract_answer
 from scalevlm.core.segments import parse_completion
+from scalevlm.errors import MissingInputError
 from scalevlm.facts import ARMS, BENCHMARKS, METRICS, PREDICTIONS, arm_model, eval_report
 from scalevlm.guard import atomic_dir
 from scalevlm.inference import Generation, GenerationOptions, generate
@@ -171,11 +172,9 @@ def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
 
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; arms are {list(ARMS)}")
-    if cfg.batch_size < 1 or cfg.max_new_tokens < 1:
-        raise ValueError(f"evaluate: batch_size and max_new_tokens must be >= 1, got {cfg.batch_size}, {cfg.max_new_tokens}")
     model_dir = root / arm_model(arm)
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"{model_dir} not found: train the arm first (`dvc repro {NAME}@{arm}` runs its stages)")
+        raise MissingInputError(f"{model_dir} not found: train the arm first (`dvc repro {NAME}@{arm}` runs its stages)")
     records = read_split(root, "test", cfg.max_samples)
     for bench in cfg.benchmarks:  # a misconfigured benchmark stops the stage before any generation
         open_checked(bench, root)

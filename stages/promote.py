@@ -23,7 +23,8 @@ from typing import Any
 
 from scalevlm.config import Checked, ConfigError, Problems, Range, load_config
 from scalevlm.core.promotion import ArmResult, Rules, decide
-from scalevlm.facts import METRICS, PREDICTIONS, PROMOTE_CANDIDATE, PROMOTE_DECISION, Arm, eval_report
+from scalevlm.errors import MissingInputError
+from scalevlm.facts import METRICS, PREDICTIONS, PROMOTE_CANDIDATE, PROMOTE_DECISION, Arm, arm_model, eval_report
 from scalevlm.records import read_jsonl
 from scalevlm.registry import RegistryError, artifact_path, champion, check_committed, register_and_assign
 from scalevlm.remote import RemoteError, push_with_deps
@@ -66,7 +67,7 @@ def candidate_snapshot(root: Path, arm: str) -> dict[str, Any]:
     metrics_path, predictions_path = folder / METRICS, folder / PREDICTIONS
     for path in (metrics_path, predictions_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run `dvc repro evaluate@{arm}` before promoting arm '{arm}'")
+            raise MissingInputError(f"{path} not found: run `dvc repro evaluate@{arm}` before promoting arm '{arm}'")
     metrics = json.loads(metrics_path.read_text())
     scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     correct = {row["id"]: float(bool(row["correct"])) for _, row in read_jsonl(predictions_path)}
@@ -77,7 +78,18 @@ def _arm(snapshot: dict[str, Any]) -> ArmResult:
     return ArmResult(name=snapshot["arm"], metrics=snapshot["metrics"], correct=snapshot["correct"])
 
 
+def check_artifact_is_candidate(cfg: Config, root: Path) -> None:
+    """The registry artifact must be the candidate's model: the gate judges the candidate's evaluation and then
+    pushes and tags the artifact's path, so the two must be the same folder."""
+    declared, model = artifact_path(root, cfg.artifact), arm_model(cfg.candidate).as_posix()
+    if declared.rstrip("/") != model:
+        raise ConfigError(f"promote.candidate is {cfg.candidate!r}, whose model is {model}, but artifact "
+                          f"{cfg.artifact!r} is declared at {declared} in dvc.yaml: set `artifacts.{cfg.artifact}.path: "
+                          f"{model}` in dvc.yaml, or choose the candidate whose model that is")
+
+
 def run(cfg: Config, root: Path) -> dict[str, Any]:
+    check_artifact_is_candidate(cfg, root)
     snapshot = candidate_snapshot(root, cfg.candidate)
     current = champion(root, cfg.artifact, cfg.stage)
     champ = _arm(current.snapshot) if current else None
@@ -108,6 +120,7 @@ def gate(cfg: Config, root: Path, push: bool = True) -> int:
         print("gate: NOT promoted:\n  " + "\n  ".join(decision["reasons"]))
         return 1
     try:
+        check_artifact_is_candidate(cfg, root)
         check_committed(root)
         if push:  # before tagging: a registry version whose weights nobody can fetch must not exist
             pushed = push_with_deps(root, artifact_path(root, cfg.artifact))
@@ -115,7 +128,7 @@ def gate(cfg: Config, root: Path, push: bool = True) -> int:
         else:
             print("gate: --no-push: the model is NOT pushed to a DVC remote; only this machine can use the new version")
         version = register_and_assign(root, cfg.artifact, cfg.stage, f"promoted {cfg.candidate}: " + "; ".join(decision["reasons"]))
-    except (RegistryError, RemoteError) as e:
+    except (RegistryError, RemoteError, ConfigError) as e:
         print(f"gate: {e}", file=sys.stderr)
         return 2
     print(f"gate: promoted {cfg.candidate} as {cfg.artifact}@{version} -> {cfg.stage}")

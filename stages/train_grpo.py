@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from scalevlm.errors import MissingInputError
 from scalevlm.facts import DVCLIVE, INITS, METRICS, TRAIN_SFT, model_dir, report_dir
 from scalevlm.runtime import matrix_main, write_json
 from scalevlm.training.grpo import GRPOSettings
@@ -40,7 +41,7 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
         raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
     sft_dir = root / model_dir(TRAIN_SFT, init)
     if not sft_dir.is_dir():
-        raise FileNotFoundError(f"{sft_dir} not found: run `dvc repro train_sft@{init}` first")
+        raise MissingInputError(f"{sft_dir} not found: run `dvc repro train_sft@{init}` first")
     records = read_split(root, "train", cfg.train_limit)
     report = root / report_dir(NAME, init)
     paths = GRPOPaths(root=root, init_model=sft_dir, model_out=root / model_dir(NAME, init), report_dir=report,

@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from scalevlm.errors import MissingInputError
 from scalevlm.facts import BASE_MODEL, DVCLIVE, LOG_HISTORY, METHODS, METRICS, model_dir, report_dir
 from scalevlm.provenance import write_provenance
 from scalevlm.runtime import matrix_main, write_json
@@ -38,7 +39,7 @@ def run(cfg: Config, root: Path, method: str = "scale") -> dict[str, Any]:
         raise ValueError(f"--method {method!r} is not one of {list(METHODS)}")
     base = root / BASE_MODEL
     if not (base / "config.json").is_file():
-        raise FileNotFoundError(f"no prepared model at {base}; run `dvc repro prepare_model` first")
+        raise MissingInputError(f"no prepared model at {base}; run `dvc repro prepare_model` first")
     records = read_split(root, "train", cfg.train_limit)
     paths = SFTPaths(
         root=root,
@@ -57,7 +58,7 @@ def run(cfg: Config, root: Path, method: str = "scale") -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return matrix_main(NAME, Config, run, argv, "--method", METHODS, "the matrix arm: vanilla or scale", default="scale")
+    return matrix_main(NAME, Config, run, argv, "--method", METHODS, "the matrix arm: vanilla or scale")
 
 
 if __name__ == "__main__":

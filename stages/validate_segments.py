@@ -211,6 +211,9 @@ def validate_cli(args: argparse.Namespace) -> int:
         return 2
     path, out = Path(args.input), Path(args.out) if args.out else None
     images_root = Path(args.images_root) if args.images_root else path.parent
+    if not path.is_file():  # checked before --out is cleared: a mistyped --input must not wipe earlier outputs
+        print(f"error: --input {path} is not a file", file=sys.stderr)
+        return 2
     if out is not None:
         _clear_outputs(out)
     v = validate(path, cfg, Path(args.root), out / DOCS if out else None, images_root)
@@ -243,9 +246,12 @@ def main(argv: list[str] | None = None) -> int:
             return stage_main(NAME, Config, run, ["--params", args.params, "--root", args.root])
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return validate_cli(args)
-    except (ValidationFailed, OSError) as e:  # a missing or unreadable --input is the user's to fix, not a traceback
+    except ValidationFailed as e:  # the gate's verdict on the data
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # an unreadable --input or an unwritable --out is the user's to fix, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

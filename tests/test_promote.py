@@ -151,3 +151,24 @@ def test_gate_no_push_tags_without_pushing(repo: Path, remote: Path, capsys: pyt
     assert promote.gate(CFG, repo, push=False) == 0
     assert "NOT pushed" in capsys.readouterr().out
     assert "vlm#prod#1" in git(repo, "tag").split() and not remote_files(remote)
+
+
+def test_the_registry_artifact_must_be_the_candidates_model(repo: Path) -> None:
+    """Judging grpo-scale while the artifact points at the SFT model would tag weights that were never judged."""
+    import dataclasses
+
+    from scalevlm.config import ConfigError
+
+    evaluated(repo, 0.8)
+    other = dataclasses.replace(CFG, candidate="grpo-scale")
+    with pytest.raises(ConfigError, match=r"models/train_grpo/scale.*declared at models/train_sft/scale"):
+        promote.run(other, repo)
+    promote.run(CFG, repo)  # the declared artifact is sft-scale's model: accepted
+
+
+def test_a_stage_with_a_missing_input_says_which_stage_makes_it(tmp_path: Path) -> None:
+    for argv, needed in ((["stages.train_sft", "--method", "scale"], "dvc repro prepare_model"),
+                         (["stages.evaluate", "--arm", "sft-vanilla"], "train the arm first")):
+        done = subprocess.run([sys.executable, "-m", *argv, "--root", str(tmp_path)], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], timeout=120)
+        assert done.returncode == 2 and needed in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]

@@ -243,3 +243,12 @@ def test_cli_rechecks_a_validated_split_with_the_root_as_images_root(tmp_path: P
     assert "accepted 2  rejected 0" in capsys.readouterr().out
     assert stage.main(["--input", val, "--params", str(params)]) == 1  # relative to the file's folder: not found
     assert "image_missing: 2" in capsys.readouterr().err
+
+
+def test_a_mistyped_input_exits_2_and_leaves_earlier_outputs_alone(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.jsonl").write_text("{}\n")  # what an earlier run wrote
+    assert stage.main(["--input", str(tmp_path / "typo.jsonl"), "--out", str(out)]) == 2
+    assert "typo.jsonl is not a file" in capsys.readouterr().err
+    assert (out / "train.jsonl").read_text() == "{}\n"

@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class PipelineError(Exception):
     """An error whose message tells the user what to fix."""
+
+
+class MissingInputError(PipelineError, FileNotFoundError):
+    """A stage's input (a model, a split, an image) is not there; the message names the stage that makes it."""

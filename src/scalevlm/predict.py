@@ -107,13 +107,16 @@ class Model:
 
 def resolve_model(ref: str, repo: str = ".", artifact: str | None = None) -> Path | str:
     """A folder to load: `ref` itself when it exists, else the fetched folder of a registry stage or version."""
-    from scalevlm.registry import VERSION, default_artifact, fetch
+    from scalevlm.registry import VERSION, RegistryError, default_artifact, fetch
 
     if Path(ref).exists():
         return Path(ref)
     if VERSION.fullmatch(ref) or STAGE_NAME.fullmatch(ref):
         local = Path(repo) if Path(repo).is_dir() else Path(".")
-        _, folder, _ = fetch(repo, artifact or default_artifact(local), ref)
+        try:
+            _, folder, _ = fetch(repo, artifact or default_artifact(local), ref)
+        except RegistryError as e:  # a mistyped folder name reads like a stage name: say both
+            raise RegistryError(f"--model {ref!r} is not a model folder here, nor a registry version or stage: {e}") from None
         return folder
     return ref  # a hub id (owner/name); the loader says what is wrong with anything else
 

@@ -55,6 +55,7 @@ def stage_main(
     run: Callable[[T, Path], dict[str, Any]],
     argv: list[str] | None = None,
     item: str | None = None,
+    parents: Sequence[argparse.ArgumentParser] = (),
 ) -> int:
     """The `main()` of every stage: read `params.yaml[name]`, own the stage's outputs, run, print the summary.
 
@@ -62,7 +63,7 @@ def stage_main(
     Errors a user can fix (`PipelineError`: bad params, a busy stage, a missing model) print `error: …` and
     return 2 without a traceback. The stage exits if the process that started it dies (no orphans).
     """
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}")
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", parents=list(parents))
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--root", default=".", help="project root the stage reads and writes under")
     args = parser.parse_args(argv)
@@ -92,11 +93,11 @@ def matrix_main(
     flag: str,
     choices: Sequence[str],
     help: str,
-    default: str | None = None,
 ) -> int:
     """The `main()` of a dvc.yaml matrix stage: read its item (`--arm`, `--init`, `--method`), then `stage_main`."""
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", add_help=False)
-    parser.add_argument(flag, required=default is None, default=default, choices=choices, help=help)
-    known, rest = parser.parse_known_args(argv)
-    item = getattr(known, flag.lstrip("-").replace("-", "_"))
-    return stage_main(name, config_cls, lambda cfg, root: run(cfg, root, item), rest, item=item)
+    matrix = argparse.ArgumentParser(prog=f"python -m stages.{name}", add_help=False)
+    matrix.add_argument(flag, required=True, choices=choices, help=help)
+    args = list(sys.argv[1:] if argv is None else argv)
+    wants_help = bool({"-h", "--help"} & set(args))  # then stage_main prints the usage, the matrix flag included
+    item = None if wants_help else getattr(matrix.parse_known_args(args)[0], flag.lstrip("-").replace("-", "_"))
+    return stage_main(name, config_cls, lambda cfg, root: run(cfg, root, item), args, item=item, parents=[matrix])

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scalevlm.errors import MissingInputError
 from scalevlm.records import Record
 from scalevlm.validation import OUT_DIR, image_paths, load_split
 
@@ -19,7 +20,7 @@ def read_split(root: Path, split: str, limit: int | None = None) -> list[Record]
     """Validated records of `split`, sorted by id, at most `limit` (the first by id)."""
     records = sorted(load_split(Path(root), split), key=lambda r: r.id)
     if not records:
-        raise ValueError(f"{Path(root) / OUT_DIR}/{split}.jsonl holds no records")
+        raise MissingInputError(f"{Path(root) / OUT_DIR}/{split}.jsonl holds no records: run `dvc repro validate_segments`")
     return records[:limit] if limit is not None else records
 
 
@@ -69,7 +70,7 @@ def _vision_dataset(root: Path, records: Sequence[Record], rows: dict[str, list[
 
     missing = [str(p) for r in records for p in image_paths(root, r) if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} image file(s) under {root} are missing, e.g. {missing[:3]}")
+        raise MissingInputError(f"{len(missing)} image file(s) under {root} are missing, e.g. {missing[:3]}")
     return Dataset.from_dict(rows).cast_column("images", List(Image()))
 
 

@@ -45,6 +45,7 @@ from scalevlm.training.checkpoints import (
     prepare_outputs,
     publish_model,
 )
+from scalevlm.training.config import load_dtype, use_bf16
 
 log = logging.getLogger(__name__)
 # settings that do not change the trajectory: a checkpoint saved under other values may be resumed
@@ -84,7 +85,7 @@ class GRPOSettings(Checked):
     train_limit: PositiveInt | None  # first N training records by id; None = all
     logging_steps: PositiveInt
     gradient_checkpointing: bool  # off for the tiny model (~60% slower steps when on); on for large models on GPU
-    dtype: Literal["auto", "float32", "bfloat16"]  # bfloat16 only on a CUDA device
+    dtype: Literal["auto", "float32", "bfloat16"]  # auto = bf16 on a CUDA GPU that supports it; fp32 on CPU
     use_vllm: bool  # GPU users: generate with vLLM (needs `pip install vllm`); passed through to TRL
     vllm_mode: Literal["colocate", "server"]
     trust_remote_code: bool
@@ -129,7 +130,7 @@ def grpo_config(cfg: GRPOSettings, output_dir: Path, weights: list[float], world
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=not on_cuda,
-        bf16=on_cuda and cfg.dtype == "bfloat16",
+        bf16=on_cuda and use_bf16(cfg.dtype),  # `auto` = bf16 where the GPU supports it, as in SFT
         activation_checkpointing=cfg.gradient_checkpointing,
         logging_steps=cfg.logging_steps,
         save_strategy="steps" if cfg.save_steps > 0 else "no",
@@ -193,7 +194,7 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
         cfg.max_think_chars,
     )
     dataset = grpo_dataset(paths.root, records)
-    model, processor = load_model_and_processor(paths.init_model, cfg.trust_remote_code, cfg.dtype)
+    model, processor = load_model_and_processor(paths.init_model, cfg.trust_remote_code, load_dtype(cfg.dtype))
     # TRL left-pads prompt ids itself but builds the multimodal fields (mm_token_type_ids) with the processor's own
     # padding side: a right-padding tokenizer misaligns them and Qwen2-VL's rope index fails as soon as prompts
     # differ in length (images of different sizes). The original side is restored before saving.
