@@ -231,3 +231,16 @@ def publish_model(out: Path, keep_checkpoints: bool) -> None:
     """Main process: the model assembled in `staging_folder(out)` replaces `out` in one rename; the previous
     folder's checkpoints go with it unless `keep_checkpoints` (they only matter until the final model exists)."""
     replace_dir(staging_folder(out), out, keep=(CHECKPOINTS,) if keep_checkpoints else ())
+
+
+def begin_run(state: Any, model_out: Path, clear: Sequence[Path], run_fingerprint: str, allowed: bool) -> tuple[Path, Path | None]:
+    """Every rank, before training: (the checkpoint folder, the checkpoint to resume or None for a fresh run).
+    The main process prepares the outputs (`prepare_outputs`: `clear` is emptied on a fresh run) and removes a
+    staging folder left by a save that was killed; then every rank waits for it (`state` is accelerate's)."""
+    ckpt_dir = model_out / CHECKPOINTS
+    resume = find_resumable(ckpt_dir, run_fingerprint, allowed)
+    if state.is_main_process:
+        prepare_outputs(clear, ckpt_dir, run_fingerprint, resume)
+        clear_staging(model_out)
+    state.wait_for_everyone()
+    return ckpt_dir, resume

@@ -37,14 +37,7 @@ from scalevlm.core.rewards import reward_functions
 from scalevlm.facts import TRAIN_GRPO
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads
-from scalevlm.training.checkpoints import (
-    CHECKPOINTS,
-    clear_staging,
-    find_resumable,
-    fingerprint,
-    prepare_outputs,
-    publish_model,
-)
+from scalevlm.training.checkpoints import begin_run, clear_staging, fingerprint, publish_model
 from scalevlm.training.config import load_dtype, use_bf16
 
 log = logging.getLogger(__name__)
@@ -199,13 +192,9 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
     # padding side: a right-padding tokenizer misaligns them and Qwen2-VL's rope index fails as soon as prompts
     # differ in length (images of different sizes). The original side is restored before saving.
     saved_side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "left"
-    ckpt_dir = paths.model_out / CHECKPOINTS
+    # the previous model stays in place until the new one is whole (`publish_model` below)
     fp = run_fingerprint(cfg, init, paths.init_model, records)
-    resume = find_resumable(ckpt_dir, fp, cfg.resume)
-    if state.is_main_process:
-        prepare_outputs((paths.report_dir,), ckpt_dir, fp, resume)  # the previous model stays until the new one is whole
-        paths.report_dir.mkdir(parents=True, exist_ok=True)
-    state.wait_for_everyone()
+    ckpt_dir, resume = begin_run(state, paths.model_out, (paths.report_dir,), fp, cfg.resume)
     trainer = ResumableGRPOTrainer(
         model=model,
         reward_funcs=funcs,

@@ -17,15 +17,7 @@ from typing import Any
 
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads
-from scalevlm.training.checkpoints import (
-    CHECKPOINTS,
-    clear_staging,
-    find_resumable,
-    fingerprint,
-    prepare_outputs,
-    publish_model,
-    staging_folder,
-)
+from scalevlm.training.checkpoints import begin_run, fingerprint, publish_model, staging_folder
 from scalevlm.training.config import SFTSettings, load_dtype, lora_config, sft_config
 
 log = logging.getLogger(__name__)
@@ -97,12 +89,7 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths, records: Sequence[Re
     world_size = state.num_processes
     cfg.validate(world_size)
     run_fingerprint = fingerprint({"train_sft": cfg.fingerprint(method)}, paths.base_model, records)
-    ckpt_dir = paths.model_out / CHECKPOINTS
-    resume = find_resumable(ckpt_dir, run_fingerprint, cfg.resume)
-    if state.is_main_process:
-        prepare_outputs((paths.live_dir,), ckpt_dir, run_fingerprint, resume)
-        clear_staging(paths.model_out)
-    state.wait_for_everyone()
+    ckpt_dir, resume = begin_run(state, paths.model_out, (paths.live_dir,), run_fingerprint, cfg.resume)
 
     if not torch.cuda.is_available():
         set_torch_threads(cfg.torch_threads)
