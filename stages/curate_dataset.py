@@ -45,6 +45,7 @@ from scalevlm.runtime import stage_main, write_json
 from scalevlm.sources.base import Blank, Candidate, Dropped, SourceContext, SourceError
 from scalevlm.sources.hub import HubConfig, check_field_map, hub_source
 from scalevlm.sources.local import LOCAL_DIR, LocalConfig, local_source
+from scalevlm.sources.reasoning_grid import ReasoningGridConfig, reasoning_grid_source
 from scalevlm.sources.synthetic import DigitsConfig, GridConfig, digits_source, synthetic_source
 from scalevlm.validation.checks import text_failures
 
@@ -57,6 +58,7 @@ log = logging.getLogger(NAME)
 @dataclass(frozen=True)
 class SourcesConfig(Checked):
     synthetic: GridConfig
+    r1grid: ReasoningGridConfig
     digits: DigitsConfig
     local: LocalConfig
     hub: HubConfig
@@ -92,7 +94,7 @@ class Config(Checked):
                 yield f"sources.hub.datasets[{i}].field_map", str(e)
 
 
-SOURCES = {"synthetic": synthetic_source, "digits": digits_source, "local": local_source, "hub": hub_source}
+SOURCES = {"synthetic": synthetic_source, "r1grid": reasoning_grid_source, "digits": digits_source, "local": local_source, "hub": hub_source}
 
 
 @dataclass

@@ -35,10 +35,11 @@ from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems
 from scalevlm.core.answers import is_correct, is_parseable
 from scalevlm.core.rewards import extract_answer
 from scalevlm.core.segments import parse_completion
+from scalevlm.core.think_facts import judge_think
 from scalevlm.errors import MissingInputError
 from scalevlm.facts import ARMS, BENCHMARKS, METRICS, PREDICTIONS, arm_model, eval_report
 from scalevlm.guard import atomic_dir
-from scalevlm.inference import Generation, GenerationOptions, generate
+from scalevlm.inference import Generation, GenerationOptions, ReferenceLoss, generate, reference_losses
 from scalevlm.records import Record, write_jsonl
 from scalevlm.runtime import matrix_main, set_torch_threads, write_json
 
@@ -66,20 +67,35 @@ class Config(Checked):
             yield "benchmarks", f"names must be unique (they name report folders), got {names}"
 
 
-def generate_batch(model: Any, processor: Any, records: Sequence[Record], root: Path, options: GenerationOptions) -> list[Generation]:
-    """Completions of one batch of records (their images read from the validated layout under `root`)."""
+def batch_images(records: Sequence[Record], root: Path) -> list[list[Any]]:
+    """The records' images, read from the validated layout under `root`."""
     from PIL import Image
 
     from scalevlm.validation import image_paths
 
-    images = [[Image.open(p).convert("RGB") for p in image_paths(root, r)] for r in records]
-    return generate(model, processor, images, [r.question for r in records], options)
+    return [[Image.open(p).convert("RGB") for p in image_paths(root, r)] for r in records]
 
 
-def prediction_row(record: Record, gen: Generation) -> dict[str, Any]:
-    """The per-sample line of predictions.jsonl (scored with the same core functions as the metric modules)."""
+def generate_batch(model: Any, processor: Any, records: Sequence[Record], root: Path, options: GenerationOptions) -> list[Generation]:
+    """Completions of one batch of records."""
+    return generate(model, processor, batch_images(records, root), [r.question for r in records], options)
+
+
+def prediction_row(record: Record, gen: Generation, ref: ReferenceLoss | None = None) -> dict[str, Any]:
+    """The per-sample line of predictions.jsonl (scored with the same core functions as the metric modules).
+
+    With the record's `think_fact`: whether the think concluded right, and whether the answer follows from it;
+    with `ref`: the teacher-forced CE of the reference completion per segment."""
     seg = parse_completion(gen.text)
     pred = extract_answer(gen.text)
+    judged = judge_think(gen.text, pred, record.provenance.get("think_fact"))
+    extra: dict[str, Any] = {}
+    if judged is not None:
+        extra.update(think_value=judged.value, think_correct=int(judged.correct),
+                     think_consistent=None if judged.consistent is None else int(judged.consistent))
+    if ref is not None:
+        extra.update(ref_think_tokens=ref.think_tokens, ref_answer_tokens=ref.answer_tokens,
+                     ref_think_ce=round(ref.think_ce, 6), ref_answer_ce=round(ref.answer_ce, 6))
     return {
         "id": record.id, "source": record.source, "answer_type": record.answer_type,
         "gold": record.answer, "choices": list(record.choices) if record.choices is not None else None,
@@ -88,6 +104,7 @@ def prediction_row(record: Record, gen: Generation) -> dict[str, Any]:
         "format_ok": int(seg.ok), "reason": seg.reason.value if seg.reason else None,
         "parsed": int(is_parseable(pred, record.answer_type, record.choices)),
         "completion_tokens": gen.completion_tokens, "think_tokens": gen.think_tokens, "answer_tokens": gen.answer_tokens,
+        **extra,
     }
 
 
@@ -107,8 +124,38 @@ def _length_stats(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     return stats
 
 
+def paper_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The paper's view of the answer, where the rows allow it.
+
+    - think_correct_rate, p_answer_given_think_correct, answer_think_consistency: over rows whose record states
+      what a right think concludes (`think_fact`);
+    - verbosity: generated think tokens / reference think tokens (means over the rows);
+    - reference CE per token of the think and answer segments (teacher-forced on the reference completions): the
+      answer-token CE is what the paper says vanilla SFT leaves high."""
+    out: dict[str, Any] = {}
+    judged = [r for r in rows if "think_correct" in r]
+    if judged:
+        right = [r for r in judged if r["think_correct"]]
+        out["think_fact_n"] = len(judged)
+        out["think_correct_rate"] = len(right) / len(judged)
+        out["p_answer_given_think_correct"] = sum(r["correct"] for r in right) / len(right) if right else None
+        consistent = [r["think_consistent"] for r in judged if r.get("think_consistent") is not None]
+        out["answer_think_consistency"] = sum(consistent) / len(consistent) if consistent else None
+    refs = [r for r in rows if "ref_think_tokens" in r]
+    if refs:
+        ref_think = sum(r["ref_think_tokens"] for r in refs)
+        ref_answer = sum(r["ref_answer_tokens"] for r in refs)
+        out["reference_think_tokens_mean"] = ref_think / len(refs)
+        out["reference_answer_tokens_mean"] = ref_answer / len(refs)
+        out["think_verbosity"] = (sum(r["think_tokens"] for r in refs) / ref_think) if ref_think else None
+        out["reference_think_ce"] = sum(r["ref_think_ce"] for r in refs) / ref_think if ref_think else None
+        out["reference_answer_ce"] = sum(r["ref_answer_ce"] for r in refs) / ref_answer if ref_answer else None
+    return out
+
+
 def group_metrics(rows: Sequence[dict[str, Any]], accuracy: Any, compliance: Any) -> dict[str, Any]:
-    """Accuracy, answer-parse rate, format compliance, missing-<answer> rate, reasons and lengths of `rows`."""
+    """Accuracy, answer-parse rate, format compliance, missing-<answer> rate, reasons, lengths and the paper's
+    conditional metrics (`paper_metrics`) of `rows`."""
     acc = accuracy.compute(
         predictions=[r["completion"] for r in rows], references=[r["gold"] for r in rows],
         answer_types=[r["answer_type"] for r in rows], choices=[r["choices"] for r in rows],
@@ -117,7 +164,7 @@ def group_metrics(rows: Sequence[dict[str, Any]], accuracy: Any, compliance: Any
     return {
         "n": len(rows), "accuracy": acc["accuracy"], "answer_parse_rate": acc["answer_parse_rate"],
         "format_compliance": fmt["format_compliance"], "missing_answer_rate": fmt["missing_answer_rate"],
-        "reasons": fmt["reasons"], **_length_stats(rows),
+        "reasons": fmt["reasons"], **_length_stats(rows), **paper_metrics(rows),
     }
 
 
@@ -151,18 +198,22 @@ def evaluate_model(cfg: Config, root: Path, model_dir: Path, records: Sequence[R
 
     model, processor = loaded or load_model(cfg, model_dir)
     options = GenerationOptions(max_new_tokens=cfg.max_new_tokens)  # greedy: predictions are a function of the weights
-    start = time.perf_counter()
+    gen_s = 0.0
     rows: list[dict[str, Any]] = []
     with tqdm(total=len(records), desc=f"evaluate {label}", unit="sample") as bar:
         for i in range(0, len(records), cfg.batch_size):
             batch = records[i : i + cfg.batch_size]
-            gens = generate_batch(model, processor, batch, root, options)
-            rows.extend(prediction_row(r, g) for r, g in zip(batch, gens, strict=True))
+            images = batch_images(batch, root)
+            start = time.perf_counter()
+            gens = generate(model, processor, images, [r.question for r in batch], options)
+            gen_s += time.perf_counter() - start
+            refs = reference_losses(model, processor, images, [r.question for r in batch], [r.completion for r in batch])
+            rows.extend(prediction_row(r, g, f) for r, g, f in zip(batch, gens, refs, strict=True))
             bar.update(len(batch))
-    gen_s = time.perf_counter() - start
     accuracy, compliance = load_metrics()
     metrics = summarise(rows, accuracy, compliance)
     metrics["generation_wall_time_s"] = round(gen_s, 3)
+    metrics["max_new_tokens"] = cfg.max_new_tokens  # the budget the missing-<answer> rate is measured at
     return rows, metrics
 
 

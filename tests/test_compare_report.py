@@ -58,7 +58,7 @@ def test_generated_sources_are_curate_datasets_offline_generators() -> None:
     """The caveats call a test set 'embedded' by these names: they must be exactly the generator sources."""
     from stages.curate_dataset import SOURCES
 
-    generators = {name for name, fn in SOURCES.items() if fn.__module__ == "scalevlm.sources.synthetic"}
+    generators = {name for name, fn in SOURCES.items() if fn.__module__ in ("scalevlm.sources.synthetic", "scalevlm.sources.reasoning_grid")}
     assert set(GENERATED_SOURCES) == generators
 
 

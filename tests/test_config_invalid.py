@@ -60,6 +60,8 @@ SIZES = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
          "max_position_embeddings")
 TINY = "prepare_model.tiny"
 SYN, DIG, LOC, HUB = (f"curate_dataset.sources.{s}" for s in ("synthetic", "digits", "local", "hub"))
+R1 = "curate_dataset.sources.r1grid"
+PER = "prepare_model.perception"
 VS, SFT, GRPO, EV, PR = "validate_segments", "train_sft", "train_grpo", "evaluate", "promote"
 RANGES_3 = [[10, 20]] * 3
 
@@ -78,6 +80,17 @@ INVALID: dict[str, list[Any]] = {
     f"{SYN}.p_blue": [1.01, *NOT_FLOAT, Named(0.6, f"{SYN}.p_red")],
     f"{SYN}.jitter": NOT_BOOL,
     f"{SYN}.answer_step": ["add", *NOT_ENUM],
+    f"{R1}.enabled": NOT_BOOL,
+    f"{R1}.n": [-10, *NOT_INT],
+    f"{R1}.seed": [-1, *NOT_INT],
+    f"{R1}.rows": [0, -1, 9, *NOT_INT],
+    f"{R1}.cols": [0, *NOT_INT],
+    f"{R1}.cell_px": [6, 0, *NOT_INT],
+    f"{R1}.p_red": [-0.1, 1.5, *NOT_FLOAT, Named(0.9, f"{R1}.p_red")],
+    f"{R1}.p_blue": [1.01, *NOT_FLOAT, Named(0.6, f"{R1}.p_red")],
+    f"{R1}.jitter": NOT_BOOL,
+    f"{R1}.min_checks": [-1, *NOT_INT, Named(11, f"{R1}.min_checks")],
+    f"{R1}.max_checks": [-1, *NOT_INT, Named(1, f"{R1}.min_checks")],
     f"{DIG}.enabled": NOT_BOOL,
     f"{DIG}.n": [-10, *NOT_INT],
     f"{DIG}.seed": [-1, *NOT_INT],
@@ -127,6 +140,17 @@ INVALID: dict[str, list[Any]] = {
     f"{TINY}.rope_theta": [0, -1.0, *NOT_FLOAT],
     "prepare_model.min_pixels": [0, -1, *NOT_OPT_INT],
     "prepare_model.max_pixels": [0, -1, *NOT_OPT_INT],
+    f"{PER}.enabled": NOT_BOOL,
+    f"{PER}.seed": [-1, *NOT_INT],
+    f"{PER}.max_steps": [0, *NOT_INT, Named(50, f"{PER}.eval_every")],
+    f"{PER}.batch_size": [0, *NOT_INT],
+    f"{PER}.learning_rate": [0, -1.0, *NOT_FLOAT],
+    f"{PER}.warmup_ratio": [-0.1, 1.5, *NOT_FLOAT],
+    f"{PER}.eval_every": [0, *NOT_INT, Named(5000, f"{PER}.eval_every")],
+    f"{PER}.eval_images": [0, *NOT_INT],
+    f"{PER}.stop_exact": [-0.1, 1.5, *NOT_FLOAT],
+    f"{PER}.max_new_tokens": [0, *NOT_INT],
+    f"{PER}.torch_threads": [-1, *NOT_INT],
     # train_sft
     f"{SFT}.seed": [-1, *NOT_INT],
     f"{SFT}.max_steps": [0, -1, *NOT_INT],
@@ -183,6 +207,13 @@ INVALID: dict[str, list[Any]] = {
     f"{GRPO}.save_steps": [-1, *NOT_INT],
     f"{GRPO}.resume": NOT_BOOL,
     f"{GRPO}.keep_checkpoints": NOT_BOOL,
+    f"{GRPO}.lr_scheduler": ["cosine_with_min_lr", *NOT_ENUM],
+    f"{GRPO}.warmup_ratio": [-0.1, 1.0, *NOT_FLOAT],
+    f"{GRPO}.heldout.every": [0, *NOT_INT],
+    f"{GRPO}.heldout.samples": [0, *NOT_INT],
+    f"{GRPO}.heldout.batch_size": [0, *NOT_INT],
+    f"{GRPO}.heldout.patience": [-1, *NOT_INT],
+    f"{GRPO}.heldout.min_delta": [-0.1, *NOT_FLOAT],
     # evaluate
     f"{EV}.batch_size": [0, *NOT_INT],
     f"{EV}.max_new_tokens": [0, *NOT_INT],

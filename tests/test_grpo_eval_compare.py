@@ -17,22 +17,24 @@ ARMS = ("sft-vanilla", "sft-scale", "grpo-vanilla", "grpo-scale")
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project root with validated train/test splits and an (untrained) tiny model as both SFT arms. Two image
+    """A project root with validated train/val/test splits and an (untrained) tiny model as both SFT arms. Two image
     sizes, so prompts differ in length (GRPO must left-pad the multimodal fields like the prompt ids)."""
     root = tmp_path_factory.mktemp("project")
-    grid_project(root, 24, lambda i: "test" if i % 3 == 0 else "train", (grid(1, jitter=False, p_red=0.5, p_blue=0.2),
+    grid_project(root, 28, lambda i: "test" if i % 3 == 0 else ("val" if i >= 24 else "train"), (grid(1, jitter=False, p_red=0.5, p_blue=0.2),
                  grid(4, jitter=False, p_red=0.5, p_blue=0.2)), arms=[("train_sft", m) for m in ("vanilla", "scale")])
     return root
 
 
 def grpo_cfg(**over: object) -> object:
-    from scalevlm.training.grpo import RewardWeights
+    from scalevlm.training.grpo import HeldOutSettings, RewardWeights
     from stages.train_grpo import Config
 
     base = dict(seed=0, max_steps=2, learning_rate=1e-4, batch_size=8, num_generations=4, max_completion_length=12,
                 beta=0.0, temperature=1.0, loss_type="dapo", reward_weights=RewardWeights(format=0.5, accuracy=1.0, length=0.1),
                 max_think_chars=50, train_limit=8, logging_steps=1, gradient_checkpointing=False, dtype="float32", use_vllm=False, vllm_mode="colocate",
-                trust_remote_code=False, torch_threads=1, save_steps=0, resume=False, keep_checkpoints=False)
+                trust_remote_code=False, torch_threads=1, save_steps=0, resume=False, keep_checkpoints=False,
+                lr_scheduler="linear", warmup_ratio=0.0,
+                heldout=HeldOutSettings(every=1, samples=4, batch_size=4, patience=0, min_delta=0.0))
     base.update(over)
     return Config(**base)
 
@@ -54,6 +56,12 @@ def test_train_grpo_smoke(project: Path) -> None:
     assert {"format_reward", "accuracy_reward", "length_reward", "reward"} <= set(metrics["rewards"])
     curves = project / "reports/train_grpo/vanilla/dvclive/plots/metrics"
     assert (curves / "rewards" / "accuracy_reward" / "mean.tsv").is_file()
+    # held-out accuracy over steps: the init (step 0) and after every step (heldout.every = 1), on the val records
+    held = metrics["heldout"]
+    assert [h["step"] for h in held["history"]] == [0, 1, 2] and held["records"] == 2  # the fixture has 2 val records
+    assert held["gain"] == held["last"]["accuracy"] - held["first"]["accuracy"]
+    steps = [line.split("\t")[0] for line in (curves / "heldout" / "accuracy.tsv").read_text().splitlines()[1:]]
+    assert steps == ["0", "1", "2"]
     out = project / "models/train_grpo/vanilla"
     assert json.loads((out / "provenance.json").read_text())["init"] == "vanilla"
     model, _ = load_model_and_processor(out)
@@ -215,3 +223,32 @@ def test_compare_pairs_are_facts_not_params() -> None:
     params = {"compare": {"n_resamples": 10, "seed": 0, "alpha": 0.05, "pairs": [{"a": "sft-scale", "b": "best"}]}}
     with pytest.raises(ConfigError, match=r"compare: unknown keys \['pairs'\]"):
         load_config(Config, params, "compare")
+
+
+def test_heldout_plateau_stops_after_patience_evaluations_without_gain() -> None:
+    """The stop rule on a scripted accuracy sequence: best 0.5 at step 2, then two evaluations without a gain."""
+    from types import SimpleNamespace
+
+    from scalevlm.training.heldout import HeldOutCallback
+
+    class Scripted(HeldOutCallback):
+        def __init__(self, accs: list[float]) -> None:
+            super().__init__(Path("."), [], every=1, max_new_tokens=8, batch_size=1, patience=2, min_delta=0.01, live=None)
+            self.accs = accs
+
+        def evaluate(self, model: object, processor: object, step: int, state: object) -> dict:
+            point = {"step": step, "accuracy": self.accs[step]}
+            self.history.append(point)
+            return point
+
+    cb = Scripted([0.3, 0.4, 0.5, 0.505, 0.45, 0.9])
+    state = SimpleNamespace(global_step=0, max_steps=5)
+    control = SimpleNamespace(should_training_stop=False, should_save=False)
+    cb.on_train_begin(None, state, control, model=None, processing_class=None)
+    for step in range(1, 6):
+        state.global_step = step
+        cb.on_step_end(None, state, control, model=None, processing_class=None)
+        if control.should_training_stop:
+            break
+    assert cb.stopped_at == 4 and control.should_save  # 0.505 is within min_delta of 0.5: no gain at steps 3 and 4
+    assert cb.summary()["best"]["accuracy"] == 0.505 and cb.summary()["gain"] == 0.45 - 0.3

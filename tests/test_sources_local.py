@@ -217,6 +217,8 @@ def test_curate_dataset_end_to_end_conserves_records(tmp_path: Path) -> None:
         "val_fraction": 0.0, "test_fraction": 0.0, "split_salt": "",
         "sources": {
             "synthetic": {**off, "rows": 2, "cols": 2, "cell_px": 16, "p_red": 0.5, "p_blue": 0.2, "jitter": False},
+            "r1grid": {**{k: v for k, v in off.items() if k != "answer_step"}, "rows": 2, "cols": 2, "cell_px": 16,
+                       "p_red": 0.5, "p_blue": 0.2, "jitter": False, "min_checks": 0, "max_checks": 1},
             "digits": {**off, "digit_px": 16, "heldout_fraction": 0.2},
             "local": {"enabled": True, "files": [{"path": rel, "format": "auto", "limit": None}]},
             "hub": {"enabled": False, "datasets": []},

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from scalevlm.modeling import TinySpec
+from scalevlm.modeling.perception import PerceptionConfig
 from scalevlm.records import ImageStore, Record, write_records
 from scalevlm.sources.synthetic import GridConfig, grid_sample
 
@@ -21,6 +22,11 @@ TINY_SPEC = TinySpec(
     vision_embed_dim=64, vision_depth=1, vision_heads=4, vision_mlp_ratio=2, patch_size=8, merge_size=2,
     max_pixels=4096, max_position_embeddings=1024, rope_theta=10000.0,
 )
+
+
+# perception pre-training off (the default embedded task; tests/test_perception.py turns it on)
+NO_PERCEPTION = PerceptionConfig(enabled=False, seed=0, max_steps=10, batch_size=4, learning_rate=3e-3, warmup_ratio=0.1,
+                                 eval_every=5, eval_images=4, stop_exact=1.0, max_new_tokens=96, torch_threads=1)
 
 
 def grid(size: int = 2, jitter: bool = True, p_red: float = 0.45, p_blue: float = 0.25) -> GridConfig:
@@ -57,7 +63,8 @@ def grid_project(
         from stages import prepare_model
 
         prepare_model.run(prepare_model.Config(name_or_path="tiny", trust_remote_code=False, dtype="auto",
-                                               tiny=TINY_SPEC, min_pixels=None, max_pixels=None), root)
+                                               tiny=TINY_SPEC, min_pixels=None, max_pixels=None,
+                                               perception=NO_PERCEPTION), root)
     arms = list(arms)
     if arms:
         from scalevlm.modeling import build_tiny, save_model_and_processor

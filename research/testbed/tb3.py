@@ -141,7 +141,12 @@ def evaluate(model, proc, tok, rows: list[dict], kind: str, max_new_tokens: int,
             m = re.search(r"<answer>(.*?)</answer>", txt)
             pred = m.group(1).strip() if m else None
             ok = pred == r["answer"]
-            think_letter = LETTERS[r["options"].index(think_total)] if think_total in r["options"] else None
+            if "options" in r:
+                think_letter = LETTERS[r["options"].index(think_total)] if think_total in r["options"] else None
+            else:  # notred: consistent = the answer is 16 minus the count the think restates at its end
+                rs = re.findall(r"So (\d+) of the 16", think)
+                think_letter = str(16 - int(rs[-1])) if rs else None
+                st["restate_ok"] += bool(rs) and int(rs[-1]) == r["total"]
             st["think_correct"] += think_ok
             st["acc"] += ok
             st["acc_and_think"] += ok and think_ok
@@ -150,7 +155,7 @@ def evaluate(model, proc, tok, rows: list[dict], kind: str, max_new_tokens: int,
     n = len(rows)
     res = {"n_eval": n, "caption_exact": st["caption_exact"] / n, "cell_acc": st["cell_ok"] / (16 * n), "samples": samples}
     if kind != "caption":
-        res |= {k: st[k] / n for k in ("acc", "think_correct", "consistent", "fmt", "missing_answer")}
+        res |= {k: st[k] / n for k in ("acc", "think_correct", "consistent", "fmt", "missing_answer", "restate_ok")}
         res["p_ans_given_think"] = st["acc_and_think"] / max(1, st["think_correct"])
         res["gen_think_len"] = sum(think_lens) / max(1, len(think_lens))
         res["max_new_tokens"] = max_new_tokens
@@ -183,6 +188,9 @@ def main() -> None:
     ap.add_argument("--trace", default="early", choices=["early", "copy"], help="early = v3 trace, copy = v1/v2 trace")
     ap.add_argument("--v3_fluff", action="store_true", help="v3 self-check sentences (default: v4)")
     ap.add_argument("--replay", type=int, default=0, help="sft: caption samples per step, plain CE with weight 1, both arms")
+    ap.add_argument("--answer", default="letter", choices=["letter", "notred"])
+    ap.add_argument("--v6", action="store_true", help="self-checks without digits")
+    ap.add_argument("--chain", action="store_true", help="v6b: 'So the total is still N.' after each self-check")
     ap.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.jsonl"))
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -190,6 +198,8 @@ def main() -> None:
     tb3_task.RUNNING = not a.v1_caption
     tb3_task.TRACE = a.trace
     tb3_task.V4 = not a.v3_fluff
+    tb3_task.ANSWER = a.answer
+    tb3_task.V6, tb3_task.CHAIN = a.v6, a.chain
     rep_rng = random.Random(3000 + a.seed)  # replay captions: their own image stream
     t0 = time.time()
     model, proc, tok = build(a)

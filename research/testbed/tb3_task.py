@@ -19,6 +19,7 @@ LETTERS = "ABCD"
 CAPTION_Q = "Describe the grid."
 RUNNING = True  # v2 caption with running totals (set False to reproduce v1)
 V4 = True  # v4 self-check pool (False = v3 pool)
+ANSWER = "letter"  # "letter" (v4) | "notred" (v5: answer = 16 - red count, the think restates the count at its end)
 TRACE = "early"  # v3: conclusion right after the caption, then image-independent self-checks; "copy" = v1/v2 traces
 
 # v4: self-checks built from sentences of the v2 traces (the tokenizer's own text), so their words are whole tokens;
@@ -30,6 +31,18 @@ FLUFF4 = [
     "Hmm, let me make sure I have not skipped a row. I went through rows 1, 2, 3 and 4 in order, so that is fine.",
     "Let me think about this step by step. I have read every row, so the count is done.",
     "Let me double check the count for row {r}. Good.",
+    "Alright, I need the number of red cells in the whole grid, and I have gone through the rows in order.",
+]
+V6 = False  # v6: self-checks with no digits (rows named by ordinal words): the only numbers are the caption's and the conclusion
+CHAIN = False  # v6b: each self-check is followed by "So the total is still N." (short-range copies)
+ORD = ["first", "second", "third", "fourth"]
+FLUFF6 = [
+    "Wait, let me re-check the {r} row. Yes, that is right.",
+    "Hmm, red and blue can look similar, so let me look at the {r} row once more. Yes, that is right.",
+    "Wait, I should be careful not to count the blue cells or the empty cells. I only count the red ones.",
+    "Hmm, let me make sure I have not skipped a row. I went through the rows in order, so that is fine.",
+    "Let me think about this step by step. I have read every row, so the count is done.",
+    "Let me double check the count for the {r} row. Good.",
     "Alright, I need the number of red cells in the whole grid, and I have gone through the rows in order.",
 ]
 FLUFF = [
@@ -89,9 +102,17 @@ def r1_think(rng: random.Random, grid: list[list[str]], min_refl: int, max_refl:
             "But let me not rush. I will check my reading before I answer.",
             "Before I answer, let me make sure this is right.",
             "Hmm, let me think again about whether I missed anything."])]
-        parts += [rng.choice(FLUFF4 if V4 else FLUFF).format(r=rng.randint(1, 4)) for _ in range(rng.randint(min_refl, max_refl + 1))]
+        if V6:
+            for _ in range(rng.randint(min_refl, max_refl + 1)):
+                parts.append(rng.choice(FLUFF6).format(r=rng.choice(ORD)))
+                if CHAIN:
+                    parts.append(f"So the total is still {sum(n)}.")
+        else:
+            parts += [rng.choice(FLUFF4 if V4 else FLUFF).format(r=rng.randint(1, 4)) for _ in range(rng.randint(min_refl, max_refl + 1))]
         parts.append(rng.choice(["Okay, I am confident in my count now.", "Good, everything checks out.",
                                  "Alright, I have checked it carefully."]))
+        if ANSWER == "notred":
+            parts.append(f"So {sum(n)} of the 16 cells are red.")
         return " ".join(parts)
     parts = [caption(grid)]
     parts.append(rng.choice([
@@ -146,6 +167,10 @@ def make_sample(rng: random.Random, kind: str, min_refl: int = 2, max_refl: int 
     total = sum(row.count("red") for row in grid)
     if kind == "caption":
         return {"image": im, "q": CAPTION_Q, "comp": caption(grid), "grid": grid, "total": total}
+    if ANSWER == "notred":
+        think = r1_think(rng, grid, min_refl, max_refl)
+        return {"image": im, "q": "How many cells are not red?", "comp": f"<think>{think}</think><answer>{16 - total}</answer>",
+                "grid": grid, "total": total, "answer": str(16 - total)}
     opts, letter = mc_options(rng, total)
     q = "How many red cells? Options: " + " ".join(f"{L}. {o}" for L, o in zip(LETTERS, opts))
     think = r1_think(rng, grid, min_refl, max_refl)
@@ -161,11 +186,12 @@ def make_rows(kind: str, n: int, seed: int, **kw: int) -> list[dict]:
 def tokenizer_texts() -> list[str]:
     """The v2 vocabulary (caption with running totals + "copy" traces), whatever TRACE is, so every variant
     loads the v2 perception checkpoint (pre2_s0). v3's self-check sentences are split into smaller pieces."""
-    global TRACE
+    global TRACE, ANSWER
     saved, TRACE = TRACE, "copy"
+    saved_a, ANSWER = ANSWER, "letter"
     try:
         rows = make_rows("caption", 500, 12345) + make_rows("reason", 1500, 12346)
     finally:
-        TRACE = saved
+        TRACE, ANSWER = saved, saved_a
     return [r["q"] + " " + r["comp"].replace("<think>", " ").replace("</think>", " ").replace("<answer>", " ")
             .replace("</answer>", " ") for r in rows]

@@ -48,7 +48,7 @@ def arm_parts(name: str) -> tuple[str, str]:
 # prepare_model's report names it as its `source`, which compare's caveats read.
 TINY_MODEL = "tiny"
 # curate_dataset's offline generators (scalevlm.sources.synthetic): a record's `source` is its curate source's name.
-GENERATED_SOURCES: tuple[str, ...] = ("synthetic", "digits")
+GENERATED_SOURCES: tuple[str, ...] = ("synthetic", "r1grid", "digits")
 
 # dvc.yaml matrices: stage → {matrix key: values}; an item of a matrix stage is one combination.
 MATRIX: dict[str, dict[str, tuple[str, ...]]] = {
@@ -161,7 +161,7 @@ def inputs(stage: str, item: Mapping[str, str] | None = None) -> tuple[Path, ...
     if stage == VALIDATE:
         return (CURATED,)
     if stage == PREPARE:
-        return (train,)
+        return train, CURATED_IMAGES  # images: the perception pre-training leaves every curated image out
     if stage == TRAIN_SFT:
         return BASE_MODEL, train, CURATED_IMAGES
     if stage == TRAIN_GRPO:

@@ -138,3 +138,52 @@ def generate(
             answer_tokens=sum(1 for lab in labels if lab == ANSWER),
         ))
     return results
+
+
+@dataclass(frozen=True)
+class ReferenceLoss:
+    """Teacher-forced cross-entropy of one reference completion, summed per segment (nats), with token counts."""
+
+    think_ce: float
+    think_tokens: int
+    answer_ce: float
+    answer_tokens: int
+
+
+def reference_losses(model: Any, processor: Any, images: Sequence[Sequence[Any]], questions: Sequence[str],
+                     completions: Sequence[str]) -> list[ReferenceLoss]:
+    """Per row, the model's cross-entropy on `completions` (the references) after the generation prompt, split by
+    the SFT segment rule: think = first completion token through `</think>`, answer = after it through end-of-turn.
+    The answer-token CE the paper's premise is about (vanilla SFT leaves it high; SCALe lowers it)."""
+    import torch
+
+    from scalevlm.core.scale_loss import IGNORE_INDEX, shifted_token_ce
+    from scalevlm.training.labels import PieceDecoder, sequence_segment_labels
+
+    tokenizer = processor.tokenizer
+    prompts = [prompt_text(processor, q, len(imgs)) for q, imgs in zip(questions, images, strict=True)]
+    texts = [p + c + tokenizer.eos_token for p, c in zip(prompts, completions, strict=True)]
+    kwargs: dict[str, Any] = {"padding": True, "padding_side": "right", "return_tensors": "pt", **PROMPT_TOKENIZE_KWARGS}
+    prompt_kwargs: dict[str, Any] = dict(PROMPT_TOKENIZE_KWARGS)
+    if any(images):
+        kwargs["images"] = prompt_kwargs["images"] = [list(imgs) for imgs in images]
+    enc = processor(text=texts, **kwargs)
+    prompt_lens = [len(ids) for ids in processor(text=prompts, **prompt_kwargs)["input_ids"]]
+    labels = torch.full_like(enc["input_ids"], IGNORE_INDEX)
+    for b, n in enumerate(prompt_lens):
+        keep = enc["attention_mask"][b].bool().clone()
+        keep[:n] = False
+        labels[b][keep] = enc["input_ids"][b][keep]
+    with torch.no_grad():
+        logits = model(**enc.to(model.device), use_cache=False).logits
+    ce = shifted_token_ce(logits, labels.to(logits.device)).cpu()
+    decode_piece = PieceDecoder(tokenizer)
+    out = []
+    for b in range(labels.shape[0]):
+        pos = (labels[b] != IGNORE_INDEX).nonzero(as_tuple=True)[0]
+        seg = sequence_segment_labels(labels[b, pos].tolist(), decode_piece)
+        row_ce = ce[b, pos - 1]  # CE of predicting token t sits at t - 1
+        think = torch.tensor([s == THINK for s in seg])
+        out.append(ReferenceLoss(think_ce=float(row_ce[think].sum()), think_tokens=int(think.sum()),
+                                 answer_ce=float(row_ce[~think].sum()), answer_tokens=int((~think).sum())))
+    return out

@@ -17,7 +17,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -56,12 +56,23 @@ class DigitsConfig(Checked):
     answer_step: Literal["copy", "sum"]
 
 
-def grid_sample(rng: random.Random, cfg: GridConfig) -> tuple[Image.Image, str, str, str, dict]:
-    """One grid image with its question, think, answer and the drawn cell colours (for provenance)."""
+class GridDrawing(Protocol):
+    """What `draw_grid` reads from a source's config (`GridConfig`, `ReasoningGridConfig`)."""
+
+    rows: int
+    cols: int
+    cell_px: int
+    p_red: float
+    p_blue: float
+    jitter: bool
+
+
+def draw_grid(rng: random.Random, cfg: GridDrawing) -> tuple[Image.Image, list[list[str]]]:
+    """One grid image and its cell colours ("red", "blue", "empty"), row by row."""
     cell = cfg.cell_px
     image = Image.new("RGB", (cfg.cols * cell, cfg.rows * cell), "white")
     draw = ImageDraw.Draw(image)
-    parts, counts, cells = [], [], []
+    cells = []
     for r in range(cfg.rows):
         row = []
         for c in range(cfg.cols):
@@ -73,8 +84,16 @@ def grid_sample(rng: random.Random, cfg: GridConfig) -> tuple[Image.Image, str, 
                 rgb = tuple(min(255, max(0, v + rng.randint(-25, 25))) for v in _RGB[colour]) if cfg.jitter else _RGB[colour]
                 box = [c * cell + margin, r * cell + margin, (c + 1) * cell - 1 - margin, (r + 1) * cell - 1 - margin]
                 draw.rectangle(box, fill=rgb)
-        counts.append(row.count("red"))
         cells.append(row)
+    return image, cells
+
+
+def grid_sample(rng: random.Random, cfg: GridConfig) -> tuple[Image.Image, str, str, str, dict]:
+    """One grid image with its question, think, answer and the drawn cell colours (for provenance)."""
+    image, cells = draw_grid(rng, cfg)
+    parts, counts = [], []
+    for r, row in enumerate(cells):
+        counts.append(row.count("red"))
         running = f", total {sum(counts)}" if cfg.answer_step == "copy" else ""
         parts.append(f"row {r + 1}: {' '.join(row)} = {counts[-1]}{running}.")
     think = " ".join(parts)
@@ -86,7 +105,7 @@ def synthetic_source(cfg: GridConfig, ctx: SourceContext) -> Iterator[Candidate]
         yield _candidate("grid", cfg.seed, i, cfg.answer_step, grid_sample(random.Random(f"grid:{cfg.seed}:{i}"), cfg))
 
 
-def _key(generator: str, seed: int, i: int) -> str:
+def sample_key(generator: str, seed: int, i: int) -> str:
     return f"{generator}-{seed}-{i:06d}"
 
 
@@ -94,7 +113,7 @@ def _candidate(generator: str, seed: int, i: int, answer_step: str, sample: tupl
     """One generated sample as a curation candidate; its key and provenance say how to regenerate it."""
     image, question, think, answer, extra = sample
     return Candidate(
-        key=_key(generator, seed, i),
+        key=sample_key(generator, seed, i),
         images=(image,),
         question=question,
         reasoning=think,
@@ -142,4 +161,4 @@ def digits_sample(rng: random.Random, cfg: DigitsConfig, split: str) -> tuple[Im
 def digits_source(cfg: DigitsConfig, ctx: SourceContext) -> Iterator[Candidate]:
     for i in range(cfg.n):
         rng = random.Random(f"digits:{cfg.seed}:{i}")
-        yield _candidate("digits", cfg.seed, i, cfg.answer_step, digits_sample(rng, cfg, ctx.split_of(_key("digits", cfg.seed, i))))
+        yield _candidate("digits", cfg.seed, i, cfg.answer_step, digits_sample(rng, cfg, ctx.split_of(sample_key("digits", cfg.seed, i))))

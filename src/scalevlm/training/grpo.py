@@ -34,6 +34,7 @@ from scalevlm.config import (
     to_dict,
 )
 from scalevlm.core.rewards import reward_functions
+from scalevlm.errors import MissingInputError
 from scalevlm.facts import TRAIN_GRPO
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads
@@ -61,12 +62,25 @@ LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "vespo"]
 
 
 @dataclass(frozen=True)
+class HeldOutSettings(Checked):
+    """Held-out accuracy over steps (the val split) and the plateau stop (`training.heldout`)."""
+
+    every: PositiveInt  # optimizer steps between evaluations (and one before the first step)
+    samples: PositiveInt  # first N val records by id
+    batch_size: PositiveInt
+    patience: NonNegativeInt  # stop after this many evaluations without a gain above min_delta; 0 = run max_steps
+    min_delta: NonNegativeFloat
+
+
+@dataclass(frozen=True)
 class GRPOSettings(Checked):
     """One GRPO run from an SFT model (both inits share everything)."""
 
     seed: NonNegativeInt
     max_steps: PositiveInt
     learning_rate: PositiveFloat
+    lr_scheduler: Literal["constant_with_warmup", "linear", "cosine"]
+    warmup_ratio: Annotated[float, Range(ge=0, lt=1)]
     batch_size: PositiveInt  # GLOBAL completions per optimizer step (= per-device × processes) = prompts × num_generations
     num_generations: Annotated[int, Range(ge=2)]  # completions per prompt (the GRPO group; one has no advantage)
     max_completion_length: Annotated[int, Range(ge=8)]  # tokens; fewer cannot hold <think>…</think><answer>…</answer>
@@ -86,6 +100,7 @@ class GRPOSettings(Checked):
     save_steps: NonNegativeInt  # checkpoint every N steps (and at the end) so a killed run resumes; 0 = none
     resume: bool  # resume from the newest complete checkpoint of an interrupted run with the same fingerprint
     keep_checkpoints: bool  # keep checkpoints after a successful run
+    heldout: HeldOutSettings
 
     def check(self) -> Problems:
         if self.batch_size % self.num_generations:
@@ -110,6 +125,8 @@ def grpo_config(cfg: GRPOSettings, output_dir: Path, weights: list[float], world
         output_dir=str(output_dir),
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=int(round(cfg.warmup_ratio * cfg.max_steps)),  # transformers 5 takes steps (as SFT's config)
         per_device_train_batch_size=cfg.batch_size // world_size,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
@@ -148,7 +165,7 @@ def _summary_name(key: str) -> str | None:
     """Our name for a TRL log key worth summarising: each reward's mean, the weighted total, completion length."""
     if key.startswith("rewards/") and key.endswith("/mean"):
         return key[len("rewards/") : -len("/mean")]  # e.g. accuracy_reward
-    return {"reward": "reward", "completions/mean_length": "completion_tokens"}.get(key)
+    return {"reward": "reward", "completions/mean_length": "completion_tokens", "kl": "kl"}.get(key)
 
 
 def reward_summary(log_history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -177,6 +194,8 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
     from scalevlm.modeling import load_model_and_processor, save_model_and_processor
     from scalevlm.provenance import write_provenance
     from scalevlm.training.data import grpo_dataset
+    from scalevlm.training.data import read_split
+    from scalevlm.training.heldout import HeldOutCallback
     from scalevlm.training.trainer import CheckpointCallback, ResumableGRPOTrainer, StepDVCLiveCallback
 
     state = PartialState()
@@ -195,6 +214,14 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
     # the previous model stays in place until the new one is whole (`publish_model` below)
     fp = run_fingerprint(cfg, init, paths.init_model, records)
     ckpt_dir, resume = begin_run(state, paths.model_out, (paths.report_dir,), fp, cfg.resume)
+    live = StepDVCLiveCallback(paths.live_dir, resume=resume is not None)
+    h = cfg.heldout
+    try:
+        held_records = read_split(paths.root, "val", h.samples)
+    except FileNotFoundError as e:
+        raise MissingInputError(f"{e} (GRPO's held-out accuracy is measured on the val split)") from None
+    heldout = HeldOutCallback(paths.root, held_records, h.every, cfg.max_completion_length,
+                              h.batch_size, h.patience, h.min_delta, live)
     trainer = ResumableGRPOTrainer(
         model=model,
         reward_funcs=funcs,
@@ -202,7 +229,7 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
         train_dataset=dataset,
         processing_class=processor,
         # curves per optimizer step, no DVC side effects; checkpoints count once complete
-        callbacks=[StepDVCLiveCallback(paths.live_dir, resume=resume is not None), CheckpointCallback()],
+        callbacks=[live, heldout, CheckpointCallback()],
     )
     if resume:
         log.info("train_grpo[%s]: resuming %s", init, resume)
@@ -219,6 +246,7 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
         "reward_names": [f.__name__ for f in funcs],
         "reward_weights": weights,
         "rewards": reward_summary(trainer.state.log_history),
+        "heldout": heldout.summary(),
     }
     if trainer.accelerator.is_main_process:  # under `accelerate launch` only one process writes
         (paths.live_dir / "metrics.json").unlink(missing_ok=True)  # duplicate of the stage's metrics.json
