@@ -157,13 +157,16 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     by_pair = {(t["a"], t["b"]): t for t in tests}
     missing = tuple(pair for pair in CLAIM_PAIRS if pair not in by_pair)  # claims need them; the table does not
     by_pair.update({(t["a"], t["b"]): t for t in paired_tests(preds, ids, missing, rng, cfg.n_resamples)})
+    # the paper's fourth claim: SCALe-SFT leaves fewer outputs without an <answer> tag than vanilla SFT
+    missing = paired_tests(preds, ids, [("sft-scale", "sft-vanilla")], rng, cfg.n_resamples, name="missing_answer")[0]
     s, v = times.get("sft-scale"), times.get("grpo-vanilla")
     ratio = s / v if s is not None and v else None
     out = root / COMPARE_REPORT
     curves = {m: read_curves(root / report_dir(TRAIN_SFT, m)) for m in METHODS}
-    claim_lines = claims(table, by_pair, ratio, cfg.alpha)
+    claim_lines = claims(table, by_pair, ratio, cfg.alpha, missing)
     chance = majority_baseline(root, ids)
-    summary = {"n": len(ids), "chance_majority_answer": chance, "arms": table, "tests": tests, "claims": claim_lines, "train_time_s": times,
+    summary = {"n": len(ids), "chance_majority_answer": chance, "arms": table, "tests": tests,
+               "missing_answer_test": missing, "claims": claim_lines, "train_time_s": times,
                "time_ratio_scale_sft_over_sft_plus_grpo": ratio, "left_out_samples": dropped}
     bench = compare_benchmarks(root, cfg.seed, cfg.n_resamples)  # ScienceQA/IconQA rows; {} when none were evaluated
     if bench:

@@ -173,6 +173,8 @@ INVALID: dict[str, list[Any]] = {
     f"{SFT}.dataloader_workers": [-1, *NOT_INT],
     f"{SFT}.torch_threads": [-1, *NOT_INT],
     f"{SFT}.train_limit": [0, -5, *NOT_OPT_INT],
+    f"{SFT}.freeze_vision": NOT_BOOL,
+    f"{GRPO}.freeze_vision": NOT_BOOL,
     f"{SFT}.scale.schedule": ["exp", *NOT_ENUM],
     f"{SFT}.scale.w_start": [1.5, -0.1, *NOT_FLOAT],
     f"{SFT}.scale.w_end": [1.01, *NOT_FLOAT],

@@ -33,7 +33,7 @@ def grpo_cfg(**over: object) -> object:
                 beta=0.0, temperature=1.0, loss_type="dapo", reward_weights=RewardWeights(format=0.5, accuracy=1.0, length=0.1),
                 max_think_chars=50, train_limit=8, logging_steps=1, gradient_checkpointing=False, dtype="float32", use_vllm=False, vllm_mode="colocate",
                 trust_remote_code=False, torch_threads=1, save_steps=0, resume=False, keep_checkpoints=False,
-                lr_scheduler="linear", warmup_ratio=0.0,
+                lr_scheduler="linear", warmup_ratio=0.0, freeze_vision=False,
                 heldout=HeldOutSettings(every=1, samples=4, batch_size=4, patience=0, min_delta=0.0))
     base.update(over)
     return Config(**base)
@@ -166,9 +166,12 @@ def test_evaluate_scoring_with_metric_modules() -> None:
     assert metrics["by_answer_type"]["choice"]["n"] == 1
 
 
-def _write_arm(root: Path, arm: str, correct: list[int], think: int) -> None:
+def _write_arm(root: Path, arm: str, correct: list[int], think: int, missing: int = 0) -> None:
+    """Constructed predictions: the last `missing` samples were cut off inside the think (no <answer> tag)."""
     folder = root / "reports" / "evaluate" / arm
-    rows = [{"id": f"s/{i:03d}", "correct": c, "format_ok": 1, "think_tokens": think + i % 5} for i, c in enumerate(correct)]
+    done, cut = "<think>x</think><answer>1</answer>", "<think>x x x"
+    rows = [{"id": f"s/{i:03d}", "correct": c, "format_ok": 1, "think_tokens": think + i % 5,
+             "completion": cut if i >= len(correct) - missing else done} for i, c in enumerate(correct)]
     folder.mkdir(parents=True)
     (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_json(folder / "metrics.json", {"accuracy": sum(correct) / len(correct), "answer_parse_rate": 1.0,
@@ -181,8 +184,8 @@ def test_compare_on_constructed_outputs(tmp_path: Path) -> None:
     n = 40
     base = [1] * 20 + [0] * 20
     better = [1] * 30 + [0] * 10  # right on 10 more samples, wrong on none that base gets: McNemar p = 2/2**10
-    for arm, correct in zip(ARMS, (base, better, base, better), strict=True):
-        _write_arm(tmp_path, arm, correct, think=50)
+    for arm, correct, missing in zip(ARMS, (base, better, base, better), (12, 0, 0, 0), strict=True):
+        _write_arm(tmp_path, arm, correct, think=50, missing=missing)  # vanilla SFT's last 12 (all wrong) are cut off
     for stage, times in (("train_sft", {"vanilla": 100.0, "scale": 110.0}), ("train_grpo", {"vanilla": 120.0, "scale": 130.0})):
         for method, wall in times.items():
             write_json(tmp_path / "reports" / stage / method / "metrics.json", {"wall_time_s": wall})
@@ -209,7 +212,10 @@ def test_compare_on_constructed_outputs(tmp_path: Path) -> None:
     assert "One training seed per arm" in readme
     assert "1. SCALe-SFT beats vanilla SFT — holds" in readme
     assert "3. SCALe + GRPO is the best arm — holds only nominally" in readme  # ties sft-scale (both 0.75)
-    assert len(metrics["claims"]) == 3
+    # vanilla SFT misses <answer> on 12 samples, SCALe-SFT on none: exact McNemar p = 2 / 2**12
+    assert metrics["missing_answer_test"]["diff"] == pytest.approx(-12 / 40)
+    assert "4. SCALe-SFT leaves fewer outputs without `<answer>` than vanilla SFT — holds" in readme
+    assert len(metrics["claims"]) == 4
     assert "| sft-scale | 0.750 [" in (out / "table.md").read_text()
     for name in ("accuracy_by_arm.png", "think_length.png", "scale_schedule.png"):
         assert (out / "plots" / name).stat().st_size > 1000

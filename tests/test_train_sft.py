@@ -28,7 +28,7 @@ SETTINGS = SFTSettings(
     seed=0, max_steps=4, batch_size=4, grad_accum=1, learning_rate=3e-3, lr_scheduler="cosine", warmup_ratio=0.0,
     max_grad_norm=1.0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.98, max_length=None, dtype="auto",
     gradient_checkpointing=False, logging_steps=1, save_steps=2, resume=True, keep_checkpoints=False,
-    dataloader_workers=0, torch_threads=0, train_limit=None,
+    dataloader_workers=0, torch_threads=0, train_limit=None, freeze_vision=False,
     scale=ScaleSettings(schedule="cosine", w_start=0.8, w_end=0.2, normalisation="per_sample"),
     lora=LoraSettings(enabled=False, r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj")),
 )
@@ -200,6 +200,21 @@ def test_stage_smoke_run(project: Path, tmp_path: Path, method: str) -> None:
     assert provenance["config"]["scale"]["w_start"] == 0.8 and "torch" in provenance["versions"]
     model, proc = load_model_and_processor(out)
     assert type(proc).__name__ == "TinyQwen2VLProcessor"
+
+
+@pytest.mark.slow
+def test_freeze_vision_keeps_the_vision_tower_and_trains_the_rest(project: Path, tmp_path: Path) -> None:
+    from scalevlm.modeling import load_model_and_processor
+    from scalevlm.training.config import VISION_MODULES
+
+    root = _copy_project(project, tmp_path)
+    train_sft.run(dataclasses.replace(SETTINGS, max_steps=2, save_steps=0, freeze_vision=True), root, method="scale")
+    model, _ = load_model_and_processor(root / "models" / "train_sft" / "scale")
+    base, _ = load_model_and_processor(root / "models" / "prepare_model")
+    trained, fixed = dict(model.named_parameters()), dict(base.named_parameters())
+    vision = [n for n in trained if any(p in VISION_MODULES for p in n.split("."))]
+    assert vision and all(torch.equal(trained[n], fixed[n]) for n in vision)
+    assert any(not torch.equal(trained[n], fixed[n]) for n in trained if n not in vision)
 
 
 @pytest.mark.slow

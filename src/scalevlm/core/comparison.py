@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from scalevlm.core.segments import ANSWER_OPEN
 from scalevlm.core.stats import bootstrap_ci, compare_paired
 
 Rows = Mapping[str, Mapping[str, Mapping[str, Any]]]  # arm -> sample id -> prediction row (correct, format_ok, …)
@@ -22,6 +23,11 @@ def shared_ids(preds: Rows) -> tuple[list[str], dict[str, int]]:
     """(sorted ids every arm answered, {arm: how many of its samples are left out} for arms with extra ids)."""
     ids = sorted(set.intersection(*(set(p) for p in preds.values())))
     return ids, {arm: len(p) - len(ids) for arm, p in preds.items() if len(p) != len(ids)}
+
+
+# evaluate's conditional metrics (stages/evaluate.py `paper_metrics`), carried into the table when present
+PAPER_METRICS = ("think_correct_rate", "p_answer_given_think_correct", "answer_think_consistency", "think_verbosity",
+                 "reference_think_tokens_mean", "reference_answer_ce", "reference_think_ce", "max_new_tokens")
 
 
 def arm_table(metrics: Mapping[str, Mapping[str, Any]], preds: Rows, ids: Sequence[str],
@@ -41,17 +47,27 @@ def arm_table(metrics: Mapping[str, Mapping[str, Any]], preds: Rows, ids: Sequen
             "answer_parse_rate": m.get("answer_parse_rate"), "missing_answer_rate": m.get("missing_answer_rate"),
             "think_tokens_mean": m.get("think_tokens_mean"), "answer_tokens_mean": m.get("answer_tokens_mean"),
             "train_time_s": times.get(arm),
+            **{k: m.get(k) for k in PAPER_METRICS},
         }
     return table
 
 
+def outcome(row: Mapping[str, Any], name: str) -> float:
+    """A per-sample 0/1 outcome of a predictions.jsonl row: `correct`, or `missing_answer` (no `<answer>` tag in
+    the completion, as the format_compliance metric counts it)."""
+    if name == "missing_answer":
+        return float(ANSWER_OPEN not in row["completion"])
+    return float(row[name])
+
+
 def paired_tests(preds: Rows, ids: Sequence[str], pairs: Iterable[tuple[str, str]], rng: np.random.Generator,
-                 n_resamples: int) -> list[dict[str, Any]]:
-    """Per pair (a, b): the accuracy difference a − b on `ids` with its paired bootstrap CI and p-values."""
+                 n_resamples: int, name: str = "correct") -> list[dict[str, Any]]:
+    """Per pair (a, b): the difference a − b of the outcome `name` (default: accuracy) on `ids` with its paired
+    bootstrap CI and p-values."""
     out = []
     for arm_a, arm_b in pairs:
-        a = [float(preds[arm_a][i]["correct"]) for i in ids]
-        b = [float(preds[arm_b][i]["correct"]) for i in ids]
+        a = [outcome(preds[arm_a][i], name) for i in ids]
+        b = [outcome(preds[arm_b][i], name) for i in ids]
         out.append({"a": arm_a, "b": arm_b, **compare_paired(a, b, rng, n_resamples).to_dict()})
     return out
 

@@ -44,6 +44,24 @@ def markdown_table(table: Table, tests: Tests, ratio: float | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paper_table(table: Table) -> str:
+    """The paper's view per arm: is the think right, does the answer follow, how verbose, how sure of the answer."""
+    if all(r.get("think_correct_rate") is None and r.get("reference_answer_ce") is None for r in table.values()):
+        return ""
+    budget = next((r.get("max_new_tokens") for r in table.values() if r.get("max_new_tokens")), None)
+    lines = [
+        f"| arm | think correct | P(answer correct given think correct) | answer–think consistency | missing `<answer>` @{budget} tokens | "
+        "generated / reference think tokens | answer-token CE (reference, nats) | think-token CE (reference) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm, r in table.items():
+        lines.append(
+            f"| {arm} | {_fmt(r.get('think_correct_rate'))} | {_fmt(r.get('p_answer_given_think_correct'))} | "
+            f"{_fmt(r.get('answer_think_consistency'))} | {_fmt(r.get('missing_answer_rate'))} | "
+            f"{_fmt(r.get('think_verbosity'), 2)} | {_fmt(r.get('reference_answer_ce'), 4)} | {_fmt(r.get('reference_think_ce'), 4)} |")
+    return "\n".join(lines) + "\n"
+
+
 def source_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
     sources = sorted({s for m in metrics.values() for s in m.get("by_source", {})})
     lines = ["| arm | " + " | ".join(f"{s} accuracy" for s in sources) + " |", "|---|" + "---|" * len(sources)]
@@ -68,8 +86,9 @@ def verdict(t: Mapping[str, Any], alpha: float) -> str:
 
 
 def claims(table: Table, by_pair: Mapping[tuple[str, str], Mapping[str, Any]], ratio: float | None,
-           alpha: float) -> list[str]:
-    """The paper's three claims, each checked against this run's numbers (a sentence per claim)."""
+           alpha: float, missing: Mapping[str, Any] | None = None) -> list[str]:
+    """The paper's claims, each checked against this run's numbers (a sentence per claim); the fourth (fewer
+    outputs miss `<answer>`) when `missing`, the paired test of the missing-answer indicator, is given."""
     sig = lambda a, b: decisive_p(by_pair[(a, b)]) < alpha  # noqa: E731
     t1 = by_pair[("sft-scale", "sft-vanilla")]
     c1 = "holds" if sig("sft-scale", "sft-vanilla") and t1["diff"] > 0 else (
@@ -87,7 +106,18 @@ def claims(table: Table, by_pair: Mapping[tuple[str, str], Mapping[str, Any]], r
         f"2. SCALe-SFT matches vanilla SFT + GRPO at a fraction of the cost — {c2} ({_stat(t2)}; {cost}).",
         f"3. SCALe + GRPO is the best arm — {c3} (grpo-scale {_fmt(table['grpo-scale']['accuracy'])}, "
         f"best other {_fmt(max(table[a]['accuracy'] for a in others))}).",
+        *([f"4. SCALe-SFT leaves fewer outputs without `<answer>` than vanilla SFT — {missing_claim(missing, alpha)}"]
+          if missing is not None else []),
     ]
+
+
+def missing_claim(t: Mapping[str, Any], alpha: float) -> str:
+    rates = f"missing rate Δ = {_fmt(t['diff'])}, 95% CI [{_fmt(t['diff_low'])}, {_fmt(t['diff_high'])}], p = {_fmt(decisive_p(t), 4)}"
+    if t["a_only"] == 0 and t["b_only"] == 0 and t["diff"] == 0:
+        return f"not testable here: the two arms miss it on exactly the same samples ({rates})."
+    if decisive_p(t) < alpha:
+        return f"{'holds' if t['diff'] < 0 else 'contradicted: SCALe-SFT misses it more often'} ({rates})."
+    return f"not supported: no significant difference ({rates})."
 
 
 # Caveats: what this run is, from its own reports ---------------------------------------------------------------
@@ -177,7 +207,9 @@ def readme(table: Table, tests: Tests, claim_lines: Sequence[str], metrics: Mapp
         f"({_fmt(table[best]['accuracy'])}). Chance (always the most frequent training answer): {_fmt(chance)}. "
         f"Tests at α = {alpha}.", "",
         "## The paper's claims, checked on this run", "", *claim_lines, "",
-        "## Table", "", markdown_table(table, tests, ratio), "Accuracy per source:", "", source_table(metrics),
+        "## Table", "", markdown_table(table, tests, ratio), *(["The paper's metrics per arm (think correctness and "
+        "consistency from the records' `think_fact`; CE teacher-forced on the reference completions of the test samples):",
+        "", paper_table(table)] if paper_table(table) else []), "Accuracy per source:", "", source_table(metrics),
         "## Paired tests", "", *[f"- {verdict(t, alpha)}" for t in tests], "",
         "## Training cost", "",
         f"- SFT: vanilla {_fmt(times.get('sft-vanilla'), 1)} s, SCALe {_fmt(times.get('sft-scale'), 1)} s; "

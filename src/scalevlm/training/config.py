@@ -83,6 +83,7 @@ class SFTSettings(Checked):
     dataloader_workers: NonNegativeInt
     torch_threads: NonNegativeInt  # intra-op CPU threads; 0 = torch's default. 1 suits tiny models on a shared CPU
     train_limit: PositiveInt | None  # use only the first N training records (by id); None = all
+    freeze_vision: bool  # keep the vision tower and projector fixed (`freeze_vision`); the language model trains
     scale: ScaleSettings
     lora: LoraSettings
 
@@ -156,6 +157,22 @@ def load_dtype(dtype: str) -> str:
     adapters, the only weights the optimizer updates, in fp32. On CPU the weights stay fp32.
     """
     return "bfloat16" if use_bf16(dtype) and torch.cuda.is_available() else "float32"
+
+
+VISION_MODULES = ("visual", "vision_tower", "multi_modal_projector")  # Qwen2(.5)-VL; LLaVA-NeXT and Gemma-3
+
+
+def freeze_vision(model: Any) -> int:
+    """Stop gradients to the vision tower and its projector into the language model (modules named as in
+    `VISION_MODULES`, at any depth); returns how many parameters were frozen (0 means the family is unknown)."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if any(part in VISION_MODULES for part in name.split(".")):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    if not frozen:
+        raise ValueError(f"freeze_vision: no parameter of {type(model).__name__} lies under {VISION_MODULES}")
+    return frozen
 
 
 def lora_target_modules(names: tuple[str, ...] | list[str]) -> str:

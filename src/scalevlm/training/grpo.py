@@ -39,7 +39,7 @@ from scalevlm.facts import TRAIN_GRPO
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads
 from scalevlm.training.checkpoints import begin_run, clear_staging, fingerprint, publish_model
-from scalevlm.training.config import load_dtype, use_bf16
+from scalevlm.training.config import freeze_vision, load_dtype, use_bf16
 
 log = logging.getLogger(__name__)
 # settings that do not change the trajectory: a checkpoint saved under other values may be resumed
@@ -90,6 +90,7 @@ class GRPOSettings(Checked):
     reward_weights: RewardWeights
     max_think_chars: PositiveInt  # length reward: full bonus up to this many think characters
     train_limit: PositiveInt | None  # first N training records by id; None = all
+    freeze_vision: bool  # keep the vision tower and projector fixed, as in SFT
     logging_steps: PositiveInt
     gradient_checkpointing: bool  # off for the tiny model (~60% slower steps when on); on for large models on GPU
     dtype: Literal["auto", "float32", "bfloat16"]  # auto = bf16 on a CUDA GPU that supports it; fp32 on CPU
@@ -207,6 +208,8 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
     )
     dataset = grpo_dataset(paths.root, records)
     model, processor = load_model_and_processor(paths.init_model, cfg.trust_remote_code, load_dtype(cfg.dtype))
+    if cfg.freeze_vision:
+        log.info("train_grpo[%s]: vision frozen (%d parameters)", init, freeze_vision(model))
     # TRL left-pads prompt ids itself but builds the multimodal fields (mm_token_type_ids) with the processor's own
     # padding side: a right-padding tokenizer misaligns them and Qwen2-VL's rope index fails as soon as prompts
     # differ in length (images of different sizes). The original side is restored before saving.

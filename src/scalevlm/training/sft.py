@@ -18,7 +18,7 @@ from typing import Any
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads
 from scalevlm.training.checkpoints import begin_run, fingerprint, publish_model, staging_folder
-from scalevlm.training.config import SFTSettings, load_dtype, lora_config, sft_config
+from scalevlm.training.config import SFTSettings, freeze_vision, load_dtype, lora_config, sft_config
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths, records: Sequence[Re
         set_torch_threads(cfg.torch_threads)
     set_seed(cfg.seed)
     model, processor = load_model_and_processor(paths.base_model, dtype=load_dtype(cfg.dtype))
+    if cfg.freeze_vision:
+        log.info("train_sft[%s]: vision frozen (%d parameters)", method, freeze_vision(model))
     dataset = sft_dataset(paths.root, records)
     trainer = SCALeSFTTrainer(
         model=model,
