@@ -1,6 +1,7 @@
 """Benchmark: does GRPO (params.yaml `train_grpo` defaults) raise held-out accuracy over a deliberately weak SFT init?
 
-For each seed, in a temporary project on the embedded default task (`curate_dataset.sources.synthetic`): vanilla SFT
+For each seed, in a temporary project on the first embedded task (`profiles/count.yaml`: short completions, so
+GRPO is cheap on a CPU): vanilla SFT
 stopped early (`--sft-steps`, far before the 600 steps of the default run) is the weak init; it is evaluated on
 the test split, GRPO runs from it with the project's GRPO defaults (KL to the init, 8 generations, 32
 completions per step, warm-up, held-out plateau stop), and the result is evaluated on the same test samples.
@@ -24,6 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from flows.pipeline import load_profile, merge_profile  # noqa: E402
 from scalevlm.config import from_dict, load_params  # noqa: E402
 from scalevlm.core.seeds import paired_over_seeds  # noqa: E402
 from scalevlm.core.stats import mcnemar_exact  # noqa: E402
@@ -56,13 +58,12 @@ def main() -> dict[str, Any]:
     ap.add_argument("--test-samples", type=int, default=300, help="first N test records (both evaluations)")
     args = ap.parse_args()
     params = load_params(ROOT / "params.yaml")
-    sources = {"synthetic__enabled": True, "r1grid__enabled": False, "digits__enabled": False}
+    merge_profile(params, load_profile(ROOT, "count"), "count")  # the first embedded task: short completions, cheap GRPO
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        curate_dataset.run(_section(params, "curate_dataset", curate_dataset.Config,
-                                    **{f"sources__{k}": v for k, v in sources.items()}), root)
+        curate_dataset.run(_section(params, "curate_dataset", curate_dataset.Config), root)
         validate_segments.run(_section(params, "validate_segments", validate_segments.Config), root)
-        prepare_model.run(_section(params, "prepare_model", prepare_model.Config, perception__enabled=False), root)
+        prepare_model.run(_section(params, "prepare_model", prepare_model.Config), root)
         ev_cfg = _section(params, "evaluate", evaluate.Config, max_samples=args.test_samples)
         runs = []
         for seed in args.seeds:

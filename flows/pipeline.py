@@ -92,18 +92,19 @@ def _overlaid(text: str, overlay: dict[str, Any], profile: str) -> str:
     """params.yaml text with the overlay's values set; comments, order and layout of everything else kept."""
     rt = _round_trip()
     params = rt.load(text)
-    _merge(params, overlay, profile)
+    merge_profile(params, overlay, profile)
     out = io.StringIO()
     rt.dump(params, out)
     return out.getvalue()
 
 
-def _merge(base: dict[str, Any], overlay: dict[str, Any], where: str) -> None:
+def merge_profile(base: dict[str, Any], overlay: dict[str, Any], where: str) -> None:
+    """Put a profile's values into a params mapping in place; a key params.yaml lacks is an error naming it."""
     for key, value in overlay.items():
         if key not in base:
             raise ValueError(f"profile {where}: key '{key}' does not exist in params.yaml")
         if isinstance(value, dict) and isinstance(base[key], dict):
-            _merge(base[key], value, f"{where}.{key}")
+            merge_profile(base[key], value, f"{where}.{key}")
         else:
             base[key] = value
 

@@ -155,14 +155,14 @@ def test_profile_values_hold_inside_the_block_and_params_bytes_come_back(project
 
 def test_project_params_keep_every_comment_and_get_the_old_merge_values(project_root: Path) -> None:
     """The round-trip edit gives the values the old safe_load/merge/safe_dump gave, and keeps the file's text."""
-    from flows.pipeline import _merge, _overlaid, load_profile
+    from flows.pipeline import _overlaid, load_profile, merge_profile
 
     text = (project_root / "params.yaml").read_text()
     assert _overlaid(text, {}, "none") == text, "params.yaml round-trips byte for byte"
     for profile in ("smoke", "digits"):
         overlay = load_profile(project_root, profile)
         merged = yaml.safe_load(text)
-        _merge(merged, overlay, profile)
+        merge_profile(merged, overlay, profile)
         applied = _overlaid(text, overlay, profile)
         assert yaml.safe_load(applied) == merged
         comments = [line.split("#", 1)[1] for line in text.splitlines() if "#" in line]

@@ -95,18 +95,48 @@ def test_study_report_from_exp_show_json(tmp_path) -> None:
     assert all(set(b["summary"]) == {"sft-scale"} and not b["paired"] for b in blocks)
 
 
+def test_claim_verdicts_and_time_ratios_from_constructed_experiments(tmp_path) -> None:
+    """Five seeds where SCALe-SFT is 5 points above vanilla SFT on every seed (supported), vanilla + GRPO is 1 point
+    above SCALe-SFT (within the 0.03 margin: claim 2 supported), grpo-scale ties some arms (undecided), and SCALe
+    misses <answer> on 0.10 more outputs (contradicted)."""
+    from scalevlm.study import write_report
+
+    def exp(seed: int) -> dict:
+        acc = {"sft-vanilla": 0.70 + 0.01 * seed, "sft-scale": 0.75 + 0.01 * seed, "grpo-vanilla": 0.76 + 0.01 * seed,
+               "grpo-scale": 0.76 + 0.012 * seed - (0.02 if seed % 2 else 0.0)}
+        metrics = {f"reports/evaluate/{a}/metrics.json": {"data": {"accuracy": v, "missing_answer_rate":
+                   (0.2 + 0.01 * seed if a == "sft-scale" else 0.1)}} for a, v in acc.items()}
+        for stage, method, wall in (("train_sft", "vanilla", 100.0), ("train_sft", "scale", 110.0), ("train_grpo", "vanilla", 120.0 + seed)):
+            metrics[f"reports/{stage}/{method}/metrics.json"] = {"data": {"wall_time_s": wall}}
+        params = {"params.yaml": {"data": {"train_sft": {"seed": seed}, "train_grpo": {"seed": seed}}}}
+        return {"rev": f"r{seed}", "name": f"st-s{seed}", "data": {"params": params, "metrics": metrics}}
+
+    spec = {"name": "st", "grid": {}, "seeds": list(range(5)), "seed_params": ["train_sft.seed", "train_grpo.seed"], "targets": []}
+    out = write_report(spec, [{"rev": "x", "name": "main", "data": {}, "experiments": [{"revs": [exp(s)]} for s in range(5)]}],
+                       tmp_path / "st")
+    result = json.loads((out / "study.json").read_text())
+    verdicts = {c["claim"][:2]: c["verdict"] for c in result["claims"]}
+    assert verdicts["1."] == "supported"
+    assert verdicts["2."].startswith("supported on accuracy")
+    assert verdicts["3."] == "undecided at 5 seeds"
+    assert verdicts["4."] == "contradicted"
+    assert result["time_ratio_scale_sft_over_sft_plus_grpo"]["0"] == pytest.approx(110 / 220)
+    table = (out / "table.md").read_text()
+    assert "## missing_answer_rate" in table and "## The paper's claims at seed level" in table
+
+
 def test_committed_studies_match_their_dvc_experiments(project_root) -> None:
     """Every committed study report is exactly what its saved `dvc exp show` entries aggregate to."""
-    from scalevlm.study import aggregate, experiment_rows, markdown
+    from scalevlm.study import experiment_rows, study_markdown, study_result
 
     reports = sorted((project_root / "reports" / "study").glob("*/study.json"))
     for path in reports:
         spec = json.loads((path.parent / "spec.json").read_text())
         rows = experiment_rows(json.loads((path.parent / "exp_show.json").read_text()), spec["name"])
-        expected = json.loads(json.dumps(aggregate(spec, rows)))
+        expected = study_result(spec, rows)
         # compared as canonical text: NaN (an undefined SD over one seed) never equals itself as a float
         assert json.dumps(json.loads(path.read_text()), sort_keys=True) == json.dumps(expected, sort_keys=True), path
-        assert (path.parent / "table.md").read_text() == markdown(expected), path
+        assert (path.parent / "table.md").read_text() == study_markdown(expected), path
 
 
 def test_committed_sweep_specs_expand(project_root) -> None:

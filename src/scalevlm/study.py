@@ -14,10 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from scalevlm.core.seeds import paired_over_seeds, summarise
-from scalevlm.facts import ARMS, EVALUATE, METHOD_PAIRS, METRICS, REPORTS
+from scalevlm.facts import ARMS, EVALUATE, METHOD_PAIRS, METRICS, REPORTS, TRAIN_GRPO, TRAIN_SFT
 from scalevlm.runtime import write_json
 
 PAIRS = METHOD_PAIRS  # seed-level comparisons of the methods (what GRPO adds is compare's per-run question)
+# evaluate's metrics aggregated beside accuracy (when the experiments have them): the paper's view of each arm
+PAPER_METRICS = ("missing_answer_rate", "think_correct_rate", "p_answer_given_think_correct",
+                 "answer_think_consistency", "think_verbosity", "reference_answer_ce")
+CLAIM_ARM = "grpo-scale"
+NONINFERIORITY = 0.03  # claim 2 ("matches"): SCALe-SFT at most 3 points below vanilla SFT + GRPO (the paper's scale)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -53,12 +58,14 @@ def experiment_rows(shown: Any, prefix: str) -> list[dict[str, Any]]:
             continue
         data = entry["data"]
         params = flatten((data.get("params") or {}).get("params.yaml", {}).get("data", {}))
-        arms = {}
+        arms, train = {}, {}
         for path, blob in (data.get("metrics") or {}).items():
             parts = Path(path).parts
             if len(parts) == 4 and parts[:2] == (REPORTS.name, EVALUATE) and parts[3] == METRICS:
                 arms[parts[2]] = blob.get("data", {})
-        rows.append({"name": name, "params": params, "arms": arms})
+            elif len(parts) == 4 and parts[0] == REPORTS.name and parts[1] in (TRAIN_SFT, TRAIN_GRPO) and parts[3] == METRICS:
+                train[f"{parts[1]}/{parts[2]}"] = (blob.get("data") or {}).get("wall_time_s")
+        rows.append({"name": name, "params": params, "arms": arms, "train_wall_s": train})
     return sorted(rows, key=lambda r: r["name"])
 
 
@@ -95,6 +102,79 @@ def aggregate(spec: dict[str, Any], rows: list[dict[str, Any]], metric: str = "a
     return {"metric": metric, "arms": list(scope), "experiments": [r["name"] for r in rows], "settings": settings}
 
 
+def time_ratios(spec: dict[str, Any], rows: list[dict[str, Any]]) -> dict[int, float]:
+    """Per seed: SCALe-SFT wall time / (vanilla SFT + GRPO-from-vanilla wall time), where an experiment has all three."""
+    seed_key = spec["seed_params"][0]
+    out = {}
+    for row in rows:
+        t = row.get("train_wall_s", {})
+        s, v, g = t.get(f"{TRAIN_SFT}/scale"), t.get(f"{TRAIN_SFT}/vanilla"), t.get(f"{TRAIN_GRPO}/vanilla")
+        if None not in (s, v, g) and v + g > 0:
+            out[int(row["params"][seed_key])] = s / (v + g)
+    return dict(sorted(out.items()))
+
+
+def _direction(p: dict[str, Any], higher_is_better: bool = True) -> int:
+    """+1 when the 95% t-interval of the paired differences lies above 0 (in the better direction), -1 below, 0 else."""
+    low, high = (p["low"], p["high"]) if higher_is_better else (-p["high"], -p["low"])
+    return 1 if low > 0 else (-1 if high < 0 else 0)
+
+
+def claim_verdicts(result: dict[str, Any], ratios: dict[int, float]) -> list[dict[str, str]]:
+    """The paper's four claims at seed level (default-settings block), each supported / contradicted / undecided.
+
+    The decision is the 95% t-interval of the per-seed paired differences (with 5 seeds the exact sign-flip test
+    cannot go below 2/32 = 0.0625, so it is reported, not used to decide)."""
+    block = next((b for b in result["settings"] if not b["setting"]), None)
+    if block is None or not {"sft-vanilla", "sft-scale"} <= set(block["per_seed"]):
+        return []
+    acc = block["per_seed"]
+    n = len(acc["sft-scale"])
+    pair = lambda a, b, per=acc: paired_over_seeds(per[a], per[b]).to_dict()  # noqa: E731
+    verdicts = []
+    p1 = pair("sft-scale", "sft-vanilla")
+    d1 = _direction(p1)
+    verdicts.append({"claim": "1. SCALe-SFT beats vanilla SFT",
+                     "verdict": {1: "supported", -1: "contradicted"}.get(d1, f"undecided at {n} seeds"), "evidence": _diff(p1)})
+    if "grpo-vanilla" in acc:
+        p2 = pair("sft-scale", "grpo-vanilla")
+        ratio = summarise(list(ratios.values())).to_dict() if ratios else None
+        if p2["low"] >= -NONINFERIORITY:
+            v2 = f"supported on accuracy (not more than {NONINFERIORITY:.2f} worse)"
+        elif p2["high"] < -NONINFERIORITY:
+            v2 = f"contradicted: SCALe-SFT is more than {NONINFERIORITY:.2f} less accurate than vanilla SFT + GRPO"
+        else:
+            v2 = f"undecided at {n} seeds"
+        cost = f"; time ratio {ratio['mean']:.2f} [{ratio['low']:.2f}, {ratio['high']:.2f}] over {ratio['n']} seeds (paper: ~1/7)" if ratio else ""
+        verdicts.append({"claim": "2. SCALe-SFT matches vanilla SFT + GRPO at a fraction of the training time",
+                         "verdict": v2, "evidence": _diff(p2) + cost})
+    if CLAIM_ARM in acc:
+        others = [a for a in acc if a != CLAIM_ARM]
+        ps = {a: pair(CLAIM_ARM, a) for a in others}
+        ds = {a: _direction(p) for a, p in ps.items()}
+        v3 = ("supported" if all(d == 1 for d in ds.values()) else
+              "contradicted: " + ", ".join(a for a, d in ds.items() if d == -1) + " more accurate" if any(d == -1 for d in ds.values())
+              else f"undecided at {n} seeds")
+        verdicts.append({"claim": "3. SCALe + GRPO is the best arm", "verdict": v3,
+                         "evidence": "; ".join(f"vs {a}: {_diff(p)}" for a, p in ps.items())})
+    missing = result.get("other_metrics", {}).get("missing_answer_rate")
+    mblock = next((b for b in (missing or {}).get("settings", []) if not b["setting"]), None)
+    if mblock and {"sft-scale", "sft-vanilla"} <= set(mblock["per_seed"]):
+        p4 = paired_over_seeds(mblock["per_seed"]["sft-scale"], mblock["per_seed"]["sft-vanilla"]).to_dict()
+        d4 = _direction(p4, higher_is_better=False)
+        never = not any(mblock["per_seed"]["sft-scale"].values()) and not any(mblock["per_seed"]["sft-vanilla"].values())
+        verdicts.append({"claim": "4. SCALe-SFT leaves fewer outputs without <answer> than vanilla SFT",
+                         "verdict": "not testable here: neither arm misses it on any seed" if never else
+                         {1: "supported", -1: "contradicted"}.get(d4, f"undecided at {n} seeds"),
+                         "evidence": "missing-rate " + _diff(p4)})
+    return verdicts
+
+
+def _diff(p: dict[str, Any]) -> str:
+    return (f"Δ {p['mean_diff']:+.3f} [95% CI {p['low']:+.3f}, {p['high']:+.3f}], {p['wins']}/{p['losses']} seeds, "
+            f"p(t) {p['p_ttest']:.3f}, p(sign-flip) {p['p_permutation']:.3f}")
+
+
 def _fmt(s: dict[str, Any]) -> str:
     return f"{s['mean']:.3f} ± {s['sd']:.3f} [{s['low']:.3f}, {s['high']:.3f}] (n={s['n']})"
 
@@ -115,6 +195,35 @@ def markdown(result: dict[str, Any]) -> str:
                              f"{p['wins']}/{p['losses']} | {p['p_ttest']:.3f} | {p['p_permutation']:.3f} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def study_result(spec: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy per setting and arm over seeds, the paper's other metrics the same way, time ratios, claim verdicts."""
+    result = aggregate(spec, rows)
+    others = {m: aggregate(spec, rows, m) for m in PAPER_METRICS}
+    result["other_metrics"] = {m: r for m, r in others.items() if any(b["per_seed"] for b in r["settings"])}
+    ratios = time_ratios(spec, rows)
+    result["time_ratio_scale_sft_over_sft_plus_grpo"] = {str(k): v for k, v in ratios.items()}
+    result["claims"] = claim_verdicts(result, ratios)
+    return json.loads(json.dumps(result))  # the JSON form (seed keys as strings), as study.json holds it
+
+
+def study_markdown(result: dict[str, Any]) -> str:
+    return markdown(result) + "".join(f"\n## {metric}\n\n" + markdown(r) for metric, r in result["other_metrics"].items()) \
+        + claims_markdown(result)
+
+
+def claims_markdown(result: dict[str, Any]) -> str:
+    if not result.get("claims"):
+        return ""
+    lines = ["", "## The paper's claims at seed level", "",
+             "Decided by the 95% t-interval of the per-seed paired differences (supported / contradicted when it excludes 0;"
+             f" claim 2: non-inferiority margin {NONINFERIORITY:.2f}).", ""]
+    lines += [f"- **{c['claim']}** — {c['verdict']} ({c['evidence']})." for c in result["claims"]]
+    ratios = result.get("time_ratio_scale_sft_over_sft_plus_grpo") or {}
+    if ratios:
+        lines += ["", "SCALe-SFT time / (vanilla SFT + GRPO time) per seed: " + ", ".join(f"s{k}: {v:.2f}" for k, v in ratios.items())]
+    return "\n".join(lines) + "\n"
 
 
 def plot_ablation(result: dict[str, Any], x_key: str, group_key: str | None, arm: str, path: Path) -> None:
@@ -162,12 +271,12 @@ def write_report(spec: dict[str, Any], shown: Any, out_dir: Path) -> Path:
     rows = experiment_rows(entries, spec["name"])
     if not rows:
         raise ValueError(f"`dvc exp show` has no experiments named '{spec['name']}-…': run the sweep first")
-    result = aggregate(spec, rows)
+    result = study_result(spec, rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "spec.json", spec)
     write_json(out_dir / "exp_show.json", entries)
     write_json(out_dir / "study.json", result)
-    (out_dir / "table.md").write_text(markdown(result))
+    (out_dir / "table.md").write_text(study_markdown(result))
     x_key = next((k for k in sorted(spec["grid"] or {}) if k.endswith("w_end")), None)
     if x_key:
         group = next((k for k in sorted(spec["grid"]) if k.endswith("schedule")), None)
