@@ -70,7 +70,7 @@ INVALID: dict[str, list[Any]] = {
     "curate_dataset.val_fraction": [-0.1, 1.0, 1.5, *NOT_FLOAT, Named(0.95, "curate_dataset.val_fraction")],
     "curate_dataset.test_fraction": [-0.1, 1.0, *NOT_FLOAT, Named(0.96, "curate_dataset.val_fraction")],
     "curate_dataset.split_salt": [3, None, ["a"]],
-    f"{SYN}.enabled": [*NOT_BOOL, Named(False, "curate_dataset.sources")],  # digits is off: nothing would be curated
+    f"{SYN}.enabled": NOT_BOOL,
     f"{SYN}.n": [-10, *NOT_INT],
     f"{SYN}.seed": [-1, *NOT_INT],
     f"{SYN}.rows": [0, -1, *NOT_INT],
@@ -80,7 +80,7 @@ INVALID: dict[str, list[Any]] = {
     f"{SYN}.p_blue": [1.01, *NOT_FLOAT, Named(0.6, f"{SYN}.p_red")],
     f"{SYN}.jitter": NOT_BOOL,
     f"{SYN}.answer_step": ["add", *NOT_ENUM],
-    f"{R1}.enabled": NOT_BOOL,
+    f"{R1}.enabled": [*NOT_BOOL, Named(False, "curate_dataset.sources")],  # the others are off: nothing would be curated
     f"{R1}.n": [-10, *NOT_INT],
     f"{R1}.seed": [-1, *NOT_INT],
     f"{R1}.rows": [0, -1, 9, *NOT_INT],
@@ -216,6 +216,7 @@ INVALID: dict[str, list[Any]] = {
     f"{GRPO}.heldout.batch_size": [0, *NOT_INT],
     f"{GRPO}.heldout.patience": [-1, *NOT_INT],
     f"{GRPO}.heldout.min_delta": [-0.1, *NOT_FLOAT],
+    f"{GRPO}.heldout.restore_best": NOT_BOOL,
     # evaluate
     f"{EV}.batch_size": [0, *NOT_INT],
     f"{EV}.max_new_tokens": [0, *NOT_INT],

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from tiny_project import grid, grid_project
 
 from scalevlm.facts import PAIRS
@@ -34,7 +35,7 @@ def grpo_cfg(**over: object) -> object:
                 max_think_chars=50, train_limit=8, logging_steps=1, gradient_checkpointing=False, dtype="float32", use_vllm=False, vllm_mode="colocate",
                 trust_remote_code=False, torch_threads=1, save_steps=0, resume=False, keep_checkpoints=False,
                 lr_scheduler="linear", warmup_ratio=0.0, freeze_vision=False,
-                heldout=HeldOutSettings(every=1, samples=4, batch_size=4, patience=0, min_delta=0.0))
+                heldout=HeldOutSettings(every=1, samples=4, batch_size=4, patience=0, min_delta=0.0, restore_best=False))
     base.update(over)
     return Config(**base)
 
@@ -239,7 +240,8 @@ def test_heldout_plateau_stops_after_patience_evaluations_without_gain() -> None
 
     class Scripted(HeldOutCallback):
         def __init__(self, accs: list[float]) -> None:
-            super().__init__(Path("."), [], every=1, max_new_tokens=8, batch_size=1, patience=2, min_delta=0.01, live=None)
+            super().__init__(Path("."), [], every=1, max_new_tokens=8, batch_size=1, patience=2, min_delta=0.01, live=None,
+                             restore_best=True)
             self.accs = accs
 
         def evaluate(self, model: object, processor: object, step: int, state: object) -> dict:
@@ -247,14 +249,19 @@ def test_heldout_plateau_stops_after_patience_evaluations_without_gain() -> None
             self.history.append(point)
             return point
 
+    model = torch.nn.Linear(2, 1)
     cb = Scripted([0.3, 0.4, 0.5, 0.505, 0.45, 0.9])
     state = SimpleNamespace(global_step=0, max_steps=5)
     control = SimpleNamespace(should_training_stop=False, should_save=False)
-    cb.on_train_begin(None, state, control, model=None, processing_class=None)
+    cb.on_train_begin(None, state, control, model=model, processing_class=None)
     for step in range(1, 6):
         state.global_step = step
-        cb.on_step_end(None, state, control, model=None, processing_class=None)
+        with torch.no_grad():
+            model.weight.fill_(float(step))  # the "training": the weights are the step number
+        cb.on_step_end(None, state, control, model=model, processing_class=None)
         if control.should_training_stop:
             break
     assert cb.stopped_at == 4 and control.should_save  # 0.505 is within min_delta of 0.5: no gain at steps 3 and 4
     assert cb.summary()["best"]["accuracy"] == 0.505 and cb.summary()["gain"] == 0.45 - 0.3
+    cb.on_train_end(None, state, control, model=model)
+    assert cb.summary()["restored_step"] == 2 and torch.all(model.weight == 2.0)  # the best evaluation's weights

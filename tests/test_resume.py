@@ -46,7 +46,7 @@ GRPO = train_grpo.Config(
     max_think_chars=400, train_limit=None, logging_steps=4, gradient_checkpointing=False, dtype="float32",
     use_vllm=False, vllm_mode="colocate", trust_remote_code=False, torch_threads=1,
     save_steps=4, resume=True, keep_checkpoints=False, lr_scheduler="linear", warmup_ratio=0.0, freeze_vision=False,
-    heldout=HeldOutSettings(every=1000, samples=4, batch_size=4, patience=0, min_delta=0.0),
+    heldout=HeldOutSettings(every=1000, samples=4, batch_size=4, patience=0, min_delta=0.0, restore_best=False),
 )
 
 

@@ -70,6 +70,7 @@ class HeldOutSettings(Checked):
     batch_size: PositiveInt
     patience: NonNegativeInt  # stop after this many evaluations without a gain above min_delta; 0 = run max_steps
     min_delta: NonNegativeFloat
+    restore_best: bool  # end with the weights of the best held-out evaluation (a CPU copy of the model in memory)
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
     except FileNotFoundError as e:
         raise MissingInputError(f"{e} (GRPO's held-out accuracy is measured on the val split)") from None
     heldout = HeldOutCallback(paths.root, held_records, h.every, cfg.max_completion_length,
-                              h.batch_size, h.patience, h.min_delta, live)
+                              h.batch_size, h.patience, h.min_delta, live, h.restore_best)
     trainer = ResumableGRPOTrainer(
         model=model,
         reward_funcs=funcs,

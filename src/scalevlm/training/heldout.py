@@ -5,7 +5,9 @@ Every `every` optimizer steps (and once before the first), greedy completions of
 what a right think concludes (`core.think_facts`) — think correctness and answer–think consistency. The curve goes
 to DVCLive (`heldout/*`, x = step) and to the run's metrics. With `patience` > 0 training stops when held-out
 accuracy has not risen by more than `min_delta` over its best for `patience` evaluations in a row: GRPO is trained
-until its held-out gain plateaus, as the paper's is, instead of for a fixed token budget.
+until its held-out gain plateaus, as the paper's is, instead of for a fixed token budget. With `restore_best` the
+run ends with the weights of its best evaluation (a CPU copy is kept in memory: the size of the model), so a late
+decline on held-out data is not what the next stage gets; the test split is never used for this choice.
 
 On resume the curve restarts from the resumed step (the evaluations before it are in the earlier run's DVCLive
 points) and so does the plateau count.
@@ -55,11 +57,15 @@ def _unwrap(model: Any) -> Any:
 
 class HeldOutCallback(TrainerCallback):
     def __init__(self, root: Path, records: Sequence[Record], every: int, max_new_tokens: int, batch_size: int,
-                 patience: int, min_delta: float, live: Any) -> None:
+                 patience: int, min_delta: float, live: Any, restore_best: bool = False) -> None:
         """`live`: the run's `StepDVCLiveCallback` (its DVCLive `Live` receives the curve)."""
         self.root, self.records, self.every = Path(root), list(records), every
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.patience, self.min_delta, self.live = patience, min_delta, live
+        self.restore_best = restore_best
+        self.best_step: int | None = None
+        self.best_state: dict[str, Any] | None = None  # CPU copy of the weights at the best held-out accuracy
+        self.restored: int | None = None
         self.history: list[dict[str, Any]] = []
         self.best: float | None = None
         self.since_best = 0
@@ -103,15 +109,19 @@ class HeldOutCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step == 0:  # the init's held-out accuracy: the baseline of the gain
-            self.evaluate(_unwrap(kwargs["model"]), kwargs["processing_class"], 0, state)
+            model = _unwrap(kwargs["model"])
+            self.evaluate(model, kwargs["processing_class"], 0, state)
             self.best = self.history[-1]["accuracy"]
+            self._keep(model, 0)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step % self.every and state.global_step != state.max_steps:
             return
-        acc = self.evaluate(_unwrap(kwargs["model"]), kwargs["processing_class"], state.global_step, state)["accuracy"]
+        model = _unwrap(kwargs["model"])
+        acc = self.evaluate(model, kwargs["processing_class"], state.global_step, state)["accuracy"]
         if self.best is None or acc > self.best + self.min_delta:
             self.best, self.since_best = acc, 0
+            self._keep(model, state.global_step)
         else:
             self.since_best += 1
         if self.patience and self.since_best >= self.patience and state.global_step < state.max_steps:
@@ -121,6 +131,19 @@ class HeldOutCallback(TrainerCallback):
             control.should_training_stop = True
             control.should_save = True
 
+    def _keep(self, model: Any, step: int) -> None:
+        self.best_step = step
+        if self.restore_best:
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """With `restore_best`, the run ends with the weights of its best held-out evaluation (the model saved)."""
+        if self.restore_best and self.best_state is not None and self.best_step != state.global_step:
+            model = _unwrap(kwargs["model"])
+            model.load_state_dict(self.best_state)
+            self.restored = self.best_step
+            log.info("restored the weights of step %d (best held-out accuracy %.3f)", self.best_step, self.best)
+
     def summary(self) -> dict[str, Any]:
         if not self.history:
             return {}
@@ -128,4 +151,5 @@ class HeldOutCallback(TrainerCallback):
         best = max(self.history, key=lambda h: h["accuracy"])
         return {"records": len(self.records), "first": first, "last": last, "best": best,
                 "gain": last["accuracy"] - first["accuracy"], "stopped_at_plateau": self.stopped_at,
+                "restored_step": self.restored, "best_step": self.best_step,
                 "history": self.history}
