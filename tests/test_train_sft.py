@@ -20,7 +20,7 @@ from scalevlm.core.scale_loss import ANSWER, THINK, scale_loss, shifted_token_ce
 from scalevlm.modeling import train_tokenizer
 from scalevlm.training.config import LoraSettings, ScaleSettings, SFTSettings, sft_config
 from scalevlm.training.data import read_split, sft_dataset
-from scalevlm.training.labels import PieceDecoder, batch_segment_labels
+from scalevlm.training.labels import PieceDecoder, batch_segment_labels, sequence_segment_labels
 from stages import train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ SETTINGS = SFTSettings(
     max_grad_norm=1.0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.98, max_length=None, dtype="auto",
     gradient_checkpointing=False, logging_steps=1, save_steps=2, resume=True, keep_checkpoints=False,
     dataloader_workers=0, torch_threads=0, train_limit=None, freeze_vision=False,
-    scale=ScaleSettings(schedule="cosine", w_start=0.8, w_end=0.2, normalisation="per_sample"),
+    scale=ScaleSettings(schedule="cosine", w_start=0.8, w_end=0.2, normalisation="per_sample", close_tag="think"),
     lora=LoraSettings(enabled=False, r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj")),
 )
 COMPLETION = "<think>row 1: red blue = 1, total 1.</think><answer>1</answer>"
@@ -100,6 +100,20 @@ def test_segment_labels_when_tags_split_into_several_tokens() -> None:
     assert seg[0].tolist() == _expected(fast, labels)
     think_text = "".join(fast.decode([i]) for i, s in zip(labels[0].tolist(), seg[0].tolist(), strict=True) if s == THINK)
     assert think_text == COMPLETION[: COMPLETION.index("</think>") + len("</think>")]
+
+
+def test_close_tag_answer_moves_the_closing_tag_to_the_answer_segment() -> None:
+    """The ablation rule: `</think>` (however it is split) is the first answer token instead of the last think one."""
+    tok = train_tokenizer([COMPLETION] * 20, 300)
+    labels = _labels_for(tok, COMPLETION)
+    ids = [i for i in labels[0].tolist() if i != -100]
+    decode = PieceDecoder(tok)
+    default = sequence_segment_labels(ids, decode)
+    moved = sequence_segment_labels(ids, decode, close_tag="answer")
+    pieces = [decode(i) for i in ids]
+    close = [k for k, _ in enumerate(pieces) if "".join(pieces[: k + 1]).endswith("</think>")][0]
+    assert default[close] == THINK and moved[close] == ANSWER
+    assert moved[:close] == default[:close] and moved[close + 1 :] == default[close + 1 :]
 
 
 def test_segment_labels_without_closing_tag_are_all_think() -> None:

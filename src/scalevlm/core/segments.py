@@ -135,13 +135,16 @@ def format_completion(reasoning: str, answer: str) -> str:
 IGNORE, THINK, ANSWER = 0, 1, 2
 
 
-def think_end_char(completion: str) -> int:
-    """Character index just past the first `</think>`; the think segment is everything before it.
+def think_end_char(completion: str, close_tag: str = "think") -> int:
+    """Character index where the think segment ends: just past the first `</think>` (the project's rule), or at its
+    start with `close_tag="answer"` (the ablation that counts `</think>` as the first answer token).
 
     Returns -1 when there is no `</think>` (then every token is think: the model has not closed its reasoning).
     """
     i = completion.find(THINK_CLOSE)
-    return -1 if i < 0 else i + len(THINK_CLOSE)
+    if i < 0:
+        return -1
+    return i if close_tag == "answer" else i + len(THINK_CLOSE)
 
 
 def token_segment_labels(offsets: list[tuple[int, int]], boundary: int, span: tuple[int, int]) -> list[int]:

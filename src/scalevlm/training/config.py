@@ -47,6 +47,7 @@ class ScaleSettings(Checked):
     w_start: Probability
     w_end: Probability
     normalisation: Literal["per_sample", "per_batch"]
+    close_tag: Literal["think", "answer"]  # the segment `</think>` is weighted with (ablation; evaluation keeps "think")
 
 
 @dataclass(frozen=True)

@@ -35,20 +35,21 @@ class PieceDecoder:
         return piece
 
 
-def sequence_segment_labels(ids: list[int], decode_piece: Callable[[int], str]) -> list[int]:
-    """Segment labels (THINK=1 / ANSWER=2) of one completion's token ids, in order.
+def sequence_segment_labels(ids: list[int], decode_piece: Callable[[int], str], close_tag: str = "think") -> list[int]:
+    """Segment labels (THINK=1 / ANSWER=2) of one completion's token ids, in order (`close_tag`: which segment
+    `</think>` belongs to, `core.segments.think_end_char`).
 
     Every token is think or answer: tokens the offset rule cannot place (zero-width pieces in an empty text)
     fall back to think, so no supervised token is ever dropped from the loss.
     """
     pieces = [decode_piece(i) for i in ids]
     text = "".join(pieces)
-    labels = token_segment_labels(decode_offsets(pieces), think_end_char(text), (0, len(text)))
+    labels = token_segment_labels(decode_offsets(pieces), think_end_char(text, close_tag), (0, len(text)))
     return [THINK if lab == IGNORE else lab for lab in labels]
 
 
 def batch_segment_labels(
-    labels: torch.Tensor, decode_piece: Callable[[int], str], ignore_index: int = IGNORE_INDEX
+    labels: torch.Tensor, decode_piece: Callable[[int], str], ignore_index: int = IGNORE_INDEX, close_tag: str = "think"
 ) -> torch.Tensor:
     """Segment labels of a batch.
 
@@ -65,6 +66,6 @@ def batch_segment_labels(
     for row in range(cpu.shape[0]):
         pos = mask[row].nonzero(as_tuple=True)[0]
         if len(pos):
-            seg = sequence_segment_labels(cpu[row, pos].tolist(), decode_piece)
+            seg = sequence_segment_labels(cpu[row, pos].tolist(), decode_piece, close_tag)
             out[row, pos] = torch.tensor(seg, dtype=torch.long)
     return out.to(labels.device)

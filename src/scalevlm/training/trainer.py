@@ -68,6 +68,7 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
         self.scale = scale
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         self.decode_piece = PieceDecoder(tokenizer)
+        self.close_tag = scale.close_tag if scale is not None else "think"
         self.step_counts: SegmentCounts | None = None  # global counts of the current optimizer step
         self.train_tokens = 0  # attention-mask tokens trained on in this process's run, over all ranks
         self.window: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in MODES}  # since the last log
@@ -85,7 +86,7 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
     def on_step_batches(self, batches: list[dict[str, Any]], device: torch.device) -> None:
         total = SegmentCounts(0, 0, 0)
         for batch in batches:
-            segments = batch_segment_labels(batch["labels"], self.decode_piece)
+            segments = batch_segment_labels(batch["labels"], self.decode_piece, close_tag=self.close_tag)
             batch[SEGMENTS_KEY] = segments
             total = total + segment_counts(segments[:, 1:])
         counts = torch.tensor([total.samples, total.think_tokens, total.answer_tokens], device=device)
@@ -110,7 +111,7 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
         segments = inputs.pop(SEGMENTS_KEY, None)
         step_counts = self.step_counts if (mode == "train" and segments is not None) else None
         if segments is None:  # evaluation batches do not pass through on_step_batches
-            segments = batch_segment_labels(inputs["labels"], self.decode_piece)
+            segments = batch_segment_labels(inputs["labels"], self.decode_piece, close_tag=self.close_tag)
         fused = self.fused_forward(model, inputs)
         seg = segments[:, 1:].to(fused.token_loss.device)
         w_think, w_ans = self.current_weights()
