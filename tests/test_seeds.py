@@ -95,6 +95,19 @@ def test_study_report_from_exp_show_json(tmp_path) -> None:
     assert all(set(b["summary"]) == {"sft-scale"} and not b["paired"] for b in blocks)
 
 
+def test_a_list_grid_is_one_setting_per_item() -> None:
+    from scalevlm.core.seeds import expand
+
+    grid = [{"train_sft.scale.w_end": 0.0}, {"train_sft.scale.schedule": "constant", "train_sft.scale.w_start": 0.5}]
+    exps = expand(grid, [0, 1], ["train_sft.seed"], prefix="abl")
+    assert [e.name for e in exps] == ["abl-0-s0", "abl-0-s1", "abl-1-s0", "abl-1-s1"]
+    assert exps[2].overrides == (("train_sft.scale.schedule", "constant"), ("train_sft.scale.w_start", 0.5), ("train_sft.seed", 0))
+    with pytest.raises(ValueError, match="duplicate settings"):
+        expand([{"a.b": 1}, {"a.b": 1}], [0], [])
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        expand([{}], [0], [])
+
+
 def test_claim_verdicts_and_time_ratios_from_constructed_experiments(tmp_path) -> None:
     """Five seeds where SCALe-SFT is 5 points above vanilla SFT on every seed (supported), vanilla + GRPO is 1 point
     above SCALe-SFT (within the 0.03 margin: claim 2 supported), grpo-scale ties some arms (undecided), and SCALe
@@ -149,7 +162,7 @@ def test_committed_sweep_specs_expand(project_root) -> None:
         assert len({e.name for e in exps}) == len(exps)
         assert all(e.name.startswith(f"{spec['name']}-") for e in exps)
         sizes[path.stem] = len(exps)
-    assert sizes == {"ablation": 9, "study": 5, "study_sum": 5}
+    assert sizes == {"ablation": 12, "study": 5, "count_ablation": 9, "count_study": 5, "count_sum": 5}
 
 
 def test_sweep_spec_with_unknown_keys_is_rejected(tmp_path) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from scalevlm.core.seeds import paired_over_seeds, summarise
+from scalevlm.core.seeds import grid_keys, paired_over_seeds, summarise
 from scalevlm.facts import ARMS, EVALUATE, METHOD_PAIRS, METRICS, REPORTS, TRAIN_GRPO, TRAIN_SFT
 from scalevlm.runtime import write_json
 
@@ -85,10 +85,10 @@ def aggregate(spec: dict[str, Any], rows: list[dict[str, Any]], metric: str = "a
     """Per setting: per-arm seed summaries, per-seed values, and the paired comparisons (arms in scope only)."""
     scope = arms_in_scope(spec)
     seed_key = spec["seed_params"][0]
-    grid_keys = sorted(spec["grid"] or {})
+    keys = grid_keys(spec["grid"])
     by_setting: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
-        setting = tuple((k, row["params"].get(k)) for k in grid_keys)
+        setting = tuple((k, row["params"].get(k)) for k in keys)
         seed = int(row["params"][seed_key])
         for arm, metrics in row["arms"].items():
             if arm in scope and metric in metrics:
@@ -277,7 +277,7 @@ def write_report(spec: dict[str, Any], shown: Any, out_dir: Path) -> Path:
     write_json(out_dir / "exp_show.json", entries)
     write_json(out_dir / "study.json", result)
     (out_dir / "table.md").write_text(study_markdown(result))
-    x_key = next((k for k in sorted(spec["grid"] or {}) if k.endswith("w_end")), None)
+    x_key = next((k for k in sorted(spec["grid"] or {}) if k.endswith("w_end")), None) if isinstance(spec["grid"], dict) else None
     if x_key:
         group = next((k for k in sorted(spec["grid"]) if k.endswith("schedule")), None)
         plot_ablation(result, x_key, group, "sft-scale", out_dir / "ablation.png")

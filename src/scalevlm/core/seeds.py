@@ -107,12 +107,28 @@ def _yaml_scalar(value: Any) -> str:
     return str(value)
 
 
-def expand(grid: dict[str, list[Any]], seeds: list[int], seed_params: list[str], prefix: str = "sweep") -> list[Experiment]:
-    """Cartesian product of the grid × seeds, one experiment each, in a deterministic order.
+def grid_keys(grid: dict[str, list[Any]] | list[dict[str, Any]] | None) -> list[str]:
+    """The params keys a grid sets: a mapping's keys, or every key of a list of settings."""
+    if isinstance(grid, list):
+        return sorted({k for setting in grid for k in setting})
+    return sorted(grid or {})
 
-    `grid` maps dotted params keys (`train_sft.w_end`) to the values to try; every key in `seed_params` is set to
-    the seed. Names are `<prefix>-<index>-s<seed>` (DVC experiment names must be unique and short).
+
+def expand(grid: dict[str, list[Any]] | list[dict[str, Any]], seeds: list[int], seed_params: list[str],
+           prefix: str = "sweep") -> list[Experiment]:
+    """The grid's settings × seeds, one experiment each, in a deterministic order.
+
+    `grid` maps dotted params keys (`train_sft.w_end`) to the values to try (their Cartesian product), or is a list
+    of settings, each a mapping of keys to one value (for ablations that change one thing at a time); every key in
+    `seed_params` is set to the seed. Names are `<prefix>-<index>-s<seed>` (DVC experiment names must be unique).
     """
+    if isinstance(grid, list):
+        if not grid or not all(isinstance(g, dict) and g for g in grid):
+            raise ValueError("a list grid needs at least one setting, each a non-empty mapping of params keys to values")
+        settings = [tuple(sorted(g.items())) for g in grid]
+        if len(set(settings)) != len(settings):
+            raise ValueError(f"duplicate settings in the grid: {grid}")
+        return _experiments(settings, grid_keys(grid), seeds, seed_params, prefix)
     bad = [k for k in [*grid, *seed_params] if not _PARAM.match(k)]
     if bad:
         raise ValueError(f"sweep keys must be dotted params keys like 'train_sft.w_end'; got {bad}")
@@ -124,9 +140,21 @@ def expand(grid: dict[str, list[Any]], seeds: list[int], seed_params: list[str],
     if empty:
         raise ValueError(f"grid keys with no values: {empty}")
     keys = sorted(grid)
+    return _experiments([tuple(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))], keys,
+                        seeds, seed_params, prefix)
+
+
+def _experiments(settings: list[tuple[tuple[str, Any], ...]], keys: list[str], seeds: list[int], seed_params: list[str],
+                 prefix: str) -> list[Experiment]:
+    bad = [k for k in [*keys, *seed_params] if not _PARAM.match(k)]
+    if bad:
+        raise ValueError(f"sweep keys must be dotted params keys like 'train_sft.w_end'; got {bad}")
+    if not seeds:
+        raise ValueError("a sweep needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"duplicate seeds in {seeds}")
     experiments = []
-    for i, values in enumerate(itertools.product(*(grid[k] for k in keys))):
-        setting = tuple(zip(keys, values))
+    for i, setting in enumerate(settings):
         for seed in seeds:
             overrides = setting + tuple((p, seed) for p in seed_params)
             experiments.append(Experiment(f"{prefix}-{i}-s{seed}", overrides, seed, setting))
