@@ -99,7 +99,7 @@ def main() -> dict[str, Any]:
     paired = paired_over_seeds({r["seed"]: r["grpo_accuracy"] for r in runs}, {r["seed"]: r["init_accuracy"] for r in runs})
     grpo_defaults = {k: v for k, v in params["train_grpo"].items() if k in (
         "max_steps", "learning_rate", "lr_scheduler", "warmup_ratio", "batch_size", "num_generations", "beta", "heldout")}
-    result = {"task": "embedded default (synthetic grid count)", "test_samples": args.test_samples, "grpo": grpo_defaults,
+    result = {"task": "the first embedded task (profiles/count.yaml: grid count, short thinks)", "test_samples": args.test_samples, "grpo": grpo_defaults,
               "runs": runs, "paired_gain": paired.to_dict()}
     OUT.mkdir(parents=True, exist_ok=True)
     write_json(OUT / "grpo_weak_init.json", result)
