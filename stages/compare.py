@@ -101,6 +101,19 @@ def training_times(root: Path) -> dict[str, float | None]:
     return times
 
 
+def grpo_runs(root: Path) -> dict[str, dict[str, Any]]:
+    """Per GRPO init: steps run, how the run ended (held-out plateau, the max_steps cap) and its held-out accuracy."""
+    out = {}
+    for init in INITS:
+        m = _read_json(root / report_dir(TRAIN_GRPO, init) / METRICS)
+        held = m.get("heldout") or {}
+        out[init] = {"steps": m.get("steps"), "stopped_at_plateau": held.get("stopped_at_plateau"),
+                     "restored_step": held.get("restored_step"),
+                     "heldout_first": (held.get("first") or {}).get("accuracy"),
+                     "heldout_best": (held.get("best") or {}).get("accuracy"), "heldout_records": held.get("records")}
+    return out
+
+
 def read_curves(report: Path) -> dict[str, tuple[list[float], list[float]]]:
     """Every DVCLive scalar series under the report folder's `dvclive/plots/metrics` as name -> (steps, values)."""
     curves: dict[str, tuple[list[float], list[float]]] = {}
@@ -165,7 +178,8 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     curves = {m: read_curves(root / report_dir(TRAIN_SFT, m)) for m in METHODS}
     claim_lines = claims(table, by_pair, ratio, cfg.alpha, missing)
     chance = majority_baseline(root, ids)
-    summary = {"n": len(ids), "chance_majority_answer": chance, "arms": table, "tests": tests,
+    grpo = grpo_runs(root)
+    summary = {"n": len(ids), "chance_majority_answer": chance, "arms": table, "tests": tests, "grpo_runs": grpo,
                "missing_answer_test": missing, "claims": claim_lines, "train_time_s": times,
                "time_ratio_scale_sft_over_sft_plus_grpo": ratio, "left_out_samples": dropped}
     bench = compare_benchmarks(root, cfg.seed, cfg.n_resamples)  # ScienceQA/IconQA rows; {} when none were evaluated
@@ -176,7 +190,7 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
         plots = plot_all(staging / "plots", table, preds, ids, curves)
         write_json(staging / METRICS, summary)
         (staging / "table.md").write_text(markdown_table(table, tests, ratio) + benchmark_markdown(bench), encoding="utf-8")
-        (staging / "README.md").write_text(readme(table, tests, claim_lines, metrics, times, ratio, cfg.alpha, chance, facts)
+        (staging / "README.md").write_text(readme(table, tests, claim_lines, metrics, times, ratio, cfg.alpha, chance, facts, grpo)
                                            + benchmark_markdown(bench), encoding="utf-8")
     log.info("compared %d arms on %d samples; plots %s", len(ARMS), len(ids), plots)
     return {"n": len(ids), "accuracy": {a: table[a]["accuracy"] for a in ARMS}, "time_ratio": ratio}
