@@ -44,12 +44,12 @@ deps: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_curate.py
 
-# The multi-seed study and the SCALe ablation as queued DVC experiments (Prefect flow `scalevlm-sweep`);
-# about 45 minutes on 2 cores with 2 queue workers. Reports land in reports/study/<name>/.
+# The r1grid four-arm study (5 seeds) and the SCALe ablation as queued DVC experiments (Prefect flow
+# `scalevlm-sweep`), about 100 minutes on 2 cores with 2 queue workers. Reports land in reports/study/<name>/.
+# The first task's sweeps (sweeps/count_*.yaml) need profiles/count.yaml applied first.
 study: $(STAMP)
 	$(BIN)/python -m flows.sweep sweeps/study.yaml
 	$(BIN)/python -m flows.sweep sweeps/ablation.yaml
-	$(BIN)/python -m flows.sweep sweeps/study_sum.yaml
 
 clean-venv:
 	rm -rf $(VENV)
