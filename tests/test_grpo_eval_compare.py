@@ -131,6 +131,56 @@ def test_evaluate_smoke(project: Path) -> None:
                 "think_tokens_median", "answer_tokens_mean", "answer_tokens_median"):
         assert key in metrics
     assert set(metrics["by_source"]) == {"synthetic"} and set(metrics["by_answer_type"]) == {"integer"}
+    # teacher-forced CE of the references, per segment, with the SFT segment rule's token counts
+    assert all(r["ref_think_tokens"] > 0 and r["ref_answer_tokens"] > 0 and r["ref_answer_ce"] > 0 for r in rows)
+    total = sum(r["ref_answer_ce"] for r in rows) / sum(r["ref_answer_tokens"] for r in rows)
+    assert metrics["reference_answer_ce"] == pytest.approx(total) and metrics["max_new_tokens"] == 10
+    assert "think_correct_rate" not in metrics  # the synthetic records state no think fact
+
+
+def test_reference_losses_are_the_models_own_token_losses(project: Path) -> None:
+    """The per-segment sums add up to the mean next-token loss of the model on prompt + reference (completion labels)."""
+    import torch
+    from PIL import Image
+
+    from scalevlm.inference import PROMPT_TOKENIZE_KWARGS, prompt_text, reference_losses
+    from scalevlm.modeling import load_model_and_processor
+    from scalevlm.validation import image_paths, load_split
+
+    model, processor = load_model_and_processor(project / "models/train_sft/vanilla")
+    record = load_split(project, "test")[0]
+    image = Image.open(image_paths(project, record)[0]).convert("RGB")
+    (ref,) = reference_losses(model, processor, [[image]], [record.question], [record.completion])
+    prompt = prompt_text(processor, record.question, 1)
+    enc = processor(text=[prompt + record.completion + processor.tokenizer.eos_token], images=[[image]], return_tensors="pt",
+                    **PROMPT_TOKENIZE_KWARGS)
+    n_prompt = len(processor(text=[prompt], images=[[image]], **PROMPT_TOKENIZE_KWARGS)["input_ids"][0])
+    labels = enc["input_ids"].clone()
+    labels[:, :n_prompt] = -100
+    with torch.no_grad():
+        mean = model(**enc, labels=labels).loss.item()
+    n = ref.think_tokens + ref.answer_tokens
+    assert n == enc["input_ids"].shape[1] - n_prompt
+    assert (ref.think_ce + ref.answer_ce) / n == pytest.approx(mean, rel=1e-4)
+
+
+def test_paper_metrics_condition_on_the_think() -> None:
+    from stages.evaluate import paper_metrics
+
+    rows = [  # think right & answer right, think right & answer wrong, think wrong & answer right, no judgement
+        {"correct": 1, "think_correct": 1, "think_consistent": 1, "think_tokens": 30, "ref_think_tokens": 20,
+         "ref_answer_tokens": 5, "ref_think_ce": 2.0, "ref_answer_ce": 1.0},
+        {"correct": 0, "think_correct": 1, "think_consistent": 0, "think_tokens": 10, "ref_think_tokens": 20,
+         "ref_answer_tokens": 5, "ref_think_ce": 2.0, "ref_answer_ce": 4.0},
+        {"correct": 1, "think_correct": 0, "think_consistent": 0, "think_tokens": 20, "ref_think_tokens": 20,
+         "ref_answer_tokens": 5, "ref_think_ce": 2.0, "ref_answer_ce": 0.0},
+        {"correct": 0, "think_tokens": 20},
+    ]
+    m = paper_metrics(rows)
+    assert m["think_fact_n"] == 3 and m["think_correct_rate"] == pytest.approx(2 / 3)
+    assert m["p_answer_given_think_correct"] == 0.5 and m["answer_think_consistency"] == pytest.approx(1 / 3)
+    assert m["think_verbosity"] == pytest.approx(60 / 60) and m["reference_answer_ce"] == pytest.approx(5.0 / 15)
+    assert m["reference_think_ce"] == pytest.approx(6.0 / 60) and m["reference_think_tokens_mean"] == 20
 
 
 @pytest.mark.slow
