@@ -108,5 +108,5 @@ def test_deploy_schedule_and_run_smoke_through_a_process_worker(server: dict[str
         worker_out = worker.communicate(timeout=30)[0]
     assert run["state"]["type"] == "COMPLETED", worker_out[-3000:]
     metrics = json.loads((project / "reports/curate_dataset/metrics.json").read_text())
-    assert metrics["input"] == 400, "the smoke profile (400 grid samples) was applied"
+    assert metrics["input"] == 400, "the smoke profile (400 r1grid samples) was applied"
     assert (project / "params.yaml").read_bytes() == params, "the profile held params.yaml for the run only"
