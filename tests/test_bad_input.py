@@ -53,7 +53,8 @@ def write_lines(path: Path, lines: list[Any]) -> None:
 def curate_params(root: Path, files: list[str]) -> Path:
     """The project's curate_dataset params with only the local source on, reading `files`."""
     section = yaml.safe_load((ROOT / "params.yaml").read_text())[curate_dataset.NAME]
-    section["sources"]["synthetic"]["enabled"] = False
+    for generated in ("synthetic", "r1grid", "digits"):
+        section["sources"][generated]["enabled"] = False
     section["sources"]["local"] = {"enabled": True,
                                    "files": [{"path": f, "format": "auto", "limit": None} for f in files]}
     path = root / "params.yaml"

@@ -37,7 +37,7 @@ def tree_digest(folder: Path) -> str:
 
 @pytest.fixture
 def small_cfg(project_root: Path) -> stage.Config:
-    return make_cfg(project_root, synthetic={"n": 120}, digits={"n": 60, "enabled": True})
+    return make_cfg(project_root, synthetic={"n": 120, "enabled": True}, r1grid={"enabled": False}, digits={"n": 60, "enabled": True})
 
 
 def test_records_follow_the_schema_and_the_segment_rule(small_cfg: stage.Config, tmp_path: Path) -> None:
@@ -82,8 +82,8 @@ def test_rerun_is_byte_identical(small_cfg: stage.Config, tmp_path: Path) -> Non
 
 
 def test_adding_data_never_moves_existing_samples(project_root: Path, tmp_path: Path) -> None:
-    small = make_cfg(project_root, synthetic={"n": 80}, digits={"n": 40, "enabled": True})
-    large = make_cfg(project_root, synthetic={"n": 160}, digits={"n": 80, "enabled": True})
+    small = make_cfg(project_root, synthetic={"n": 80, "enabled": True}, r1grid={"enabled": False}, digits={"n": 40, "enabled": True})
+    large = make_cfg(project_root, synthetic={"n": 160, "enabled": True}, r1grid={"enabled": False}, digits={"n": 80, "enabled": True})
     stage.run(small, tmp_path / "s")
     stage.run(large, tmp_path / "l")
     before = {r.id: r for r in read_records(tmp_path / "s/data/curate_dataset/records.jsonl")}
@@ -112,7 +112,8 @@ def test_duplicates_are_dropped_with_reasons_and_counted(small_cfg: stage.Config
         yield Candidate(**{**base[2].__dict__, "key": "blank", "answer": "   "})
 
     monkeypatch.setitem(stage.SOURCES, "synthetic", noisy)
-    cfg = make_cfg(Path(__file__).resolve().parents[1], synthetic={"n": 5}, digits={"enabled": False})
+    cfg = make_cfg(Path(__file__).resolve().parents[1], synthetic={"n": 5, "enabled": True}, r1grid={"enabled": False},
+                   digits={"enabled": False})
     summary = stage.run(cfg, tmp_path)
     assert summary["input"] == 8 and summary["curated"] == 5
     assert summary["dropped_by_reason"] == {"duplicate_exact": 1, "duplicate_near": 1, "missing_field": 1}
