@@ -11,7 +11,8 @@ cmd:   python -m stages.prepare_model
 curated training text (questions, reasoning, answers). With `perception.enabled` (tiny only) it then pre-trains
 perception, standing in for the pretrained VLM of the paper: captions of grids drawn like the curated `r1grid`
 records, on images disjoint from every curated image, until the held-out caption exact-match reaches
-`perception.stop_exact` (`scalevlm.modeling.perception`); the base's held-out perception is reported. Anything else is a hub id (e.g.
+`perception.stop_exact` (`scalevlm.modeling.perception`); the base's held-out perception is reported. A hub or
+local model skips it (it already perceives; the report says so). Anything else is a hub id (e.g.
 Qwen/Qwen2.5-VL-3B-Instruct; needs HF_HUB_OFFLINE=0) or a local folder, loaded through the same generic loader
 the other stages use and saved, so downstream stages only ever read models/prepare_model.
 """
@@ -31,8 +32,8 @@ from scalevlm.guard import atomic_dir
 from scalevlm.modeling import TinySpec, build_tiny, load_model_and_processor, save_model_and_processor
 from scalevlm.modeling.images import set_pixel_bounds, visual_tokens
 from scalevlm.modeling.perception import PerceptionConfig, pretrain_perception
-from scalevlm.records import Record
 from scalevlm.provenance import write_provenance
+from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads, stage_main, write_json
 from scalevlm.sources.reasoning_grid import CAPTION_QUESTION, Drawing, caption_sample
 from scalevlm.training.data import read_split, training_text
@@ -52,12 +53,9 @@ class Config(Checked):
     tiny: TinySpec  # a modeling type; its sizes are checked here, with the same rules for every source
     min_pixels: PositiveInt | None  # Qwen2-VL / Qwen2.5-VL image processors: total-pixel bounds; null = the model's
     max_pixels: PositiveInt | None
-    perception: PerceptionConfig  # tiny only: pre-train perception before SFT (a pretrained model already perceives)
+    perception: PerceptionConfig  # tiny only: pre-train perception before SFT; a pretrained model skips it
 
     def check(self) -> Problems:
-        if self.perception.enabled and self.name_or_path != TINY:
-            yield "perception.enabled", (f"perception pre-training is for the tiny model; {self.name_or_path!r} is a "
-                                         "pretrained model that already perceives: set it to false")
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             yield "min_pixels", f"{self.min_pixels} is above max_pixels {self.max_pixels}"
         sizes = [(f.name, getattr(self.tiny, f.name)) for f in fields(self.tiny) if f.name not in ("seed", "rope_theta")]
@@ -86,7 +84,9 @@ def _build(cfg: Config, root: Path) -> tuple[Any, Any, dict[str, Any]]:
     model, processor = load_model_and_processor(
         source if source.exists() else cfg.name_or_path, trust_remote_code=cfg.trust_remote_code, dtype=cfg.dtype
     )
-    return model, processor, {}
+    if cfg.perception.enabled:
+        log.info("perception pre-training skipped: %s is a pretrained model, it already perceives", cfg.name_or_path)
+    return model, processor, {"perception": "skipped: a pretrained model"} if cfg.perception.enabled else {}
 
 
 def _drawing(records: list[Record]) -> Drawing:

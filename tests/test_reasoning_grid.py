@@ -116,12 +116,12 @@ def test_perception_needs_r1grid_records_and_names_the_fix(tmp_path: Path) -> No
         prepare_model.run(cfg, tmp_path)
 
 
-def test_perception_is_refused_for_a_pretrained_model() -> None:
-    from scalevlm.config import ConfigError, from_dict
+def test_a_pretrained_model_skips_perception_pretraining() -> None:
+    """Only the model changes for a real run: perception.enabled stays true and is skipped for a hub id."""
+    from scalevlm.config import from_dict
     from stages import prepare_model
 
     section = {"name_or_path": "Qwen/Qwen2.5-VL-3B-Instruct", "trust_remote_code": False, "dtype": "auto",
                "tiny": dataclasses.asdict(TINY_SPEC), "min_pixels": None, "max_pixels": None,
                "perception": {**dataclasses.asdict(NO_PERCEPTION), "enabled": True}}
-    with pytest.raises(ConfigError, match="prepare_model.perception.enabled: perception pre-training is for the tiny model"):
-        from_dict(prepare_model.Config, section, "prepare_model")
+    assert from_dict(prepare_model.Config, section, "prepare_model").perception.enabled

@@ -27,11 +27,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from PIL import Image
-
-from typing import Annotated
 
 from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Probability, Problems, Range
 from scalevlm.sources.base import Candidate, SourceContext

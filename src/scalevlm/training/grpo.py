@@ -195,8 +195,7 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
 
     from scalevlm.modeling import load_model_and_processor, save_model_and_processor
     from scalevlm.provenance import write_provenance
-    from scalevlm.training.data import grpo_dataset
-    from scalevlm.training.data import read_split
+    from scalevlm.training.data import grpo_dataset, read_split
     from scalevlm.training.heldout import HeldOutCallback
     from scalevlm.training.trainer import CheckpointCallback, ResumableGRPOTrainer, StepDVCLiveCallback
 
