@@ -226,6 +226,9 @@ def readme(table: Table, tests: Tests, claim_lines: Sequence[str], metrics: Mapp
         f"({_fmt(table[best]['accuracy'])}). Chance (always the most frequent training answer): {_fmt(chance)}. "
         f"Tests at α = {alpha}.", "",
         "## The paper's claims, checked on this run", "", *claim_lines, "",
+        "One training seed cannot settle a claim about a method: the verdicts over several seeds (supported / contradicted / "
+        "undecided at n seeds) are in the multi-seed studies, `reports/study/<name>/table.md` (`python -m flows.sweep "
+        "sweeps/study.yaml`; the README summarises them).", "",
         "## Table", "", markdown_table(table, tests, ratio), *(["The paper's metrics per arm (think correctness and "
         "consistency from the records' `think_fact`; CE teacher-forced on the reference completions of the test samples):",
         "", paper_table(table)] if paper_table(table) else []), "Accuracy per source:", "", source_table(metrics),
