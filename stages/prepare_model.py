@@ -35,7 +35,8 @@ from scalevlm.modeling.perception import PerceptionConfig, pretrain_perception
 from scalevlm.provenance import write_provenance
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads, stage_main, write_json
-from scalevlm.sources.reasoning_grid import CAPTION_QUESTION, Drawing, caption_sample
+from scalevlm.sources.reasoning_grid import CAPTION_QUESTION, caption_sample
+from scalevlm.sources.synthetic import GridDrawing
 from scalevlm.training.data import read_split, training_text
 
 NAME = "prepare_model"
@@ -89,7 +90,7 @@ def _build(cfg: Config, root: Path) -> tuple[Any, Any, dict[str, Any]]:
     return model, processor, {"perception": "skipped: a pretrained model"} if cfg.perception.enabled else {}
 
 
-def _drawing(records: list[Record]) -> Drawing:
+def _drawing(records: list[Record]) -> GridDrawing:
     """The one drawing setting of the curated grids that perception pre-training imitates (`r1grid` provenance)."""
     found = {tuple(sorted(d.items())) for r in records if isinstance(d := r.provenance.get("drawing"), dict)}
     if len(found) != 1:
@@ -97,7 +98,7 @@ def _drawing(records: list[Record]) -> Drawing:
             f"prepare_model.perception.enabled needs training records of one grid drawing (the r1grid source); found "
             f"{len(found)} drawings in {len(records)} records: enable curate_dataset.sources.r1grid, or set "
             "prepare_model.perception.enabled: false")
-    return Drawing(**dict(next(iter(found))))
+    return GridDrawing(**dict(next(iter(found))))
 
 
 def _pretrain(cfg: PerceptionConfig, model: Any, processor: Any, records: list[Record], root: Path) -> dict[str, Any]:

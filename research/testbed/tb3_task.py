@@ -14,6 +14,8 @@ import random
 
 from PIL import Image, ImageDraw
 
+from scalevlm.sources.reasoning_grid import SELF_CHECKS
+
 COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "white": (255, 255, 255)}
 LETTERS = "ABCD"
 CAPTION_Q = "Describe the grid."
@@ -36,15 +38,8 @@ FLUFF4 = [
 V6 = False  # v6: self-checks with no digits (rows named by ordinal words): the only numbers are the caption's and the conclusion
 CHAIN = False  # v6b: each self-check is followed by "So the total is still N." (short-range copies)
 ORD = ["first", "second", "third", "fourth"]
-FLUFF6 = [
-    "Wait, let me re-check the {r} row. Yes, that is right.",
-    "Hmm, red and blue can look similar, so let me look at the {r} row once more. Yes, that is right.",
-    "Wait, I should be careful not to count the blue cells or the empty cells. I only count the red ones.",
-    "Hmm, let me make sure I have not skipped a row. I went through the rows in order, so that is fine.",
-    "Let me think about this step by step. I have read every row, so the count is done.",
-    "Let me double check the count for the {r} row. Good.",
-    "Alright, I need the number of red cells in the whole grid, and I have gone through the rows in order.",
-]
+# v6's self-checks are the pipeline source's (scalevlm.sources.reasoning_grid, which grew out of this prototype)
+FLUFF6 = list(SELF_CHECKS)
 FLUFF = [
     "Wait, I should be careful not to count the blue cells or the empty cells. I only count the red ones.",
     "Hmm, red and blue can look similar in a small picture, but the colours in this grid are clear enough.",

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 from PIL import Image
@@ -109,23 +109,9 @@ def r1_think(rng: random.Random, cells: list[list[str]], min_checks: int, max_ch
     return " ".join(parts)
 
 
-DRAWING_FIELDS = ("rows", "cols", "cell_px", "p_red", "p_blue", "jitter")
-
-
-@dataclass(frozen=True)
-class Drawing:
-    """How a record's image was drawn (its provenance `drawing`): perception pre-training draws the same kind."""
-
-    rows: int
-    cols: int
-    cell_px: int
-    p_red: float
-    p_blue: float
-    jitter: bool
-
-
-def drawing(cfg: GridDrawing) -> dict[str, Any]:
-    return {k: getattr(cfg, k) for k in DRAWING_FIELDS}
+def drawing(cfg: ReasoningGridConfig) -> dict[str, Any]:
+    """The record's provenance `drawing`: how its image was drawn."""
+    return asdict(GridDrawing.of(cfg))
 
 
 def think_fact(reds: int, cells: int) -> dict[str, Any]:
@@ -135,7 +121,7 @@ def think_fact(reds: int, cells: int) -> dict[str, Any]:
 
 
 def reasoning_grid_sample(rng: random.Random, cfg: ReasoningGridConfig) -> tuple[Image.Image, str, str, str, dict]:
-    image, cells = draw_grid(rng, cfg)
+    image, cells = draw_grid(rng, GridDrawing.of(cfg))
     reds = sum(row.count("red") for row in cells)
     n_cells = cfg.rows * cfg.cols
     think = r1_think(rng, cells, cfg.min_checks, cfg.max_checks)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -56,8 +56,10 @@ class DigitsConfig(Checked):
     answer_step: Literal["copy", "sum"]
 
 
-class GridDrawing(Protocol):
-    """What `draw_grid` reads from a source's config (`GridConfig`, `ReasoningGridConfig`)."""
+@dataclass(frozen=True)
+class GridDrawing:
+    """How a grid image is drawn: the part of a source's config (`GridConfig`, `ReasoningGridConfig`) that
+    `draw_grid` reads. The r1grid records keep it in their provenance, so perception pre-training draws the same kind."""
 
     rows: int
     cols: int
@@ -65,6 +67,11 @@ class GridDrawing(Protocol):
     p_red: float
     p_blue: float
     jitter: bool
+
+    @classmethod
+    def of(cls, cfg: Any) -> GridDrawing:
+        """The drawing settings of any config that has these fields."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 
 def draw_grid(rng: random.Random, cfg: GridDrawing) -> tuple[Image.Image, list[list[str]]]:
@@ -90,7 +97,7 @@ def draw_grid(rng: random.Random, cfg: GridDrawing) -> tuple[Image.Image, list[l
 
 def grid_sample(rng: random.Random, cfg: GridConfig) -> tuple[Image.Image, str, str, str, dict]:
     """One grid image with its question, think, answer and the drawn cell colours (for provenance)."""
-    image, cells = draw_grid(rng, cfg)
+    image, cells = draw_grid(rng, GridDrawing.of(cfg))
     parts, counts = [], []
     for r, row in enumerate(cells):
         counts.append(row.count("red"))
