@@ -14,8 +14,6 @@ import random
 
 from PIL import Image, ImageDraw
 
-from scalevlm.sources.reasoning_grid import SELF_CHECKS
-
 COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "white": (255, 255, 255)}
 LETTERS = "ABCD"
 CAPTION_Q = "Describe the grid."
@@ -38,8 +36,9 @@ FLUFF4 = [
 V6 = False  # v6: self-checks with no digits (rows named by ordinal words): the only numbers are the caption's and the conclusion
 CHAIN = False  # v6b: each self-check is followed by "So the total is still N." (short-range copies)
 ORD = ["first", "second", "third", "fourth"]
-# v6's self-checks are the pipeline source's (scalevlm.sources.reasoning_grid, which grew out of this prototype)
-FLUFF6 = list(SELF_CHECKS)
+# v6's self-checks: v4's with ordinal words for rows (the pipeline source, scalevlm.sources.reasoning_grid, grew out of
+# this prototype with this pool and later gave each sentence its own first word)
+FLUFF6 = [s.replace("row {r}", "the {r} row").replace("rows 1, 2, 3 and 4", "the rows") for s in FLUFF4]
 FLUFF = [
     "Wait, I should be careful not to count the blue cells or the empty cells. I only count the red ones.",
     "Hmm, red and blue can look similar in a small picture, but the colours in this grid are clear enough.",

@@ -45,19 +45,22 @@ THINK_FACT_PATTERN = r"So (\d+) of the \d+ cells are red"  # the think's final c
 OPENERS = (
     "But let me not rush. I will check my reading before I answer.",
     "Before I answer, let me make sure this is right.",
-    "Hmm, let me think again about whether I missed anything.",
+    "Now let me think again about whether I missed anything.",
 )
 # Self-checks hold no digits (rows are named by ordinal words): the only numbers in a think are the caption's, the
 # conclusion and its carried copies, so copying the count is not confused by row numbers. {r} is an ordinal.
+# Every opener, self-check and closer starts with its own word, so which sentence comes is decided by one token and the
+# rest is a fixed phrase: with shared openings ("Hmm, let me …" / "Hmm, red and …") vanilla SFT blended sentences
+# ("Hmm, I have r, I need.") and then lost the carried count (seed 0: final count right on 0.757, first on 0.981).
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
 SELF_CHECKS = (
     "Wait, let me re-check the {r} row. Yes, that is right.",
-    "Hmm, red and blue can look similar, so let me look at the {r} row once more. Yes, that is right.",
-    "Wait, I should be careful not to count the blue cells or the empty cells. I only count the red ones.",
-    "Hmm, let me make sure I have not skipped a row. I went through the rows in order, so that is fine.",
-    "Let me think about this step by step. I have read every row, so the count is done.",
+    "Hmm, red and blue can look similar, so let me look at the {r} row once more. It looks fine.",
+    "Careful: the blue cells and the empty cells do not count. I only count the red ones.",
+    "Did I skip a row? No, I went through the rows in order, from the top to the bottom.",
+    "Step by step, I have read every row, so the count is done.",
     "Let me double check the count for the {r} row. Good.",
-    "Alright, I need the number of red cells in the whole grid, and I have gone through the rows in order.",
+    "Remember, the question is about the whole grid and not about one row, and I have read all of the rows.",
 )
 CLOSERS = ("Okay, I am confident in my count now.", "Good, everything checks out.", "Alright, I have checked it carefully.")
 
