@@ -122,7 +122,7 @@ def test_claim_verdicts_and_time_ratios_from_constructed_experiments(tmp_path) -
         for stage, method, wall in (("train_sft", "vanilla", 100.0), ("train_sft", "scale", 110.0), ("train_grpo", "vanilla", 120.0 + seed)):
             metrics[f"reports/{stage}/{method}/metrics.json"] = {"data": {"wall_time_s": wall}}
         params = {"params.yaml": {"data": {"train_sft": {"seed": seed}, "train_grpo": {"seed": seed}}}}
-        return {"rev": f"r{seed}", "name": f"st-s{seed}", "data": {"params": params, "metrics": metrics}}
+        return {"rev": f"r{seed}", "name": f"st-0-s{seed}", "data": {"params": params, "metrics": metrics}}
 
     spec = {"name": "st", "grid": {}, "seeds": list(range(5)), "seed_params": ["train_sft.seed", "train_grpo.seed"], "targets": []}
     out = write_report(spec, [{"rev": "x", "name": "main", "data": {}, "experiments": [{"revs": [exp(s)]} for s in range(5)]}],
@@ -136,6 +136,19 @@ def test_claim_verdicts_and_time_ratios_from_constructed_experiments(tmp_path) -
     assert result["time_ratio_scale_sft_over_sft_plus_grpo"]["0"] == pytest.approx(110 / 220)
     table = (out / "table.md").read_text()
     assert "## missing_answer_rate" in table and "## The paper's claims at seed level" in table
+
+
+def test_sweeps_whose_names_share_a_beginning_are_kept_apart() -> None:
+    from scalevlm.core.seeds import expand, is_experiment_of
+    from scalevlm.study import experiment_rows
+
+    study = expand({}, [0, 1], ["train_sft.seed"], prefix="grid")
+    ablation = expand([{"train_sft.scale.w_end": 0.0}], [0], ["train_sft.seed"], prefix="grid-ablation")
+    shown = [{"rev": "base", "data": {}, "experiments": [{"revs": [{"rev": f"r{i}", "name": e.name, "data": {}}]}
+                                                            for i, e in enumerate(study + ablation)]}]
+    assert [r["name"] for r in experiment_rows(shown, "grid")] == ["grid-0-s0", "grid-0-s1"]
+    assert [r["name"] for r in experiment_rows(shown, "grid-ablation")] == ["grid-ablation-0-s0"]
+    assert not is_experiment_of("grid-0-s0-retry", "grid") and is_experiment_of("grid-12-s3", "grid")
 
 
 def test_committed_studies_match_their_dvc_experiments(project_root) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from scalevlm.core.seeds import grid_keys, paired_over_seeds, summarise
+from scalevlm.core.seeds import grid_keys, is_experiment_of, paired_over_seeds, summarise
 from scalevlm.facts import ARMS, EVALUATE, METHOD_PAIRS, METRICS, REPORTS, TRAIN_GRPO, TRAIN_SFT
 from scalevlm.runtime import write_json
 
@@ -50,11 +50,12 @@ def _walk(shown: Any) -> Iterator[dict[str, Any]]:
 
 
 def experiment_rows(shown: Any, prefix: str) -> list[dict[str, Any]]:
-    """One row per experiment named `<prefix>-…`: flat params and each arm's evaluation metrics."""
+    """One row per experiment of the sweep `prefix` (`<prefix>-<index>-s<seed>`): flat params and each arm's
+    evaluation metrics."""
     rows = []
     for entry in _walk(shown):
         name = entry.get("name") or ""
-        if not name.startswith(f"{prefix}-"):
+        if not is_experiment_of(name, prefix):
             continue
         data = entry["data"]
         params = flatten((data.get("params") or {}).get("params.yaml", {}).get("data", {}))
@@ -259,7 +260,7 @@ def sweep_entries(shown: Any, prefix: str) -> list[dict[str, Any]]:
     report: experiment refs are local to the repository that ran them, this file travels with the commit)."""
     keep = []
     for entry in _walk(shown):
-        if (entry.get("name") or "").startswith(f"{prefix}-"):
+        if is_experiment_of(entry.get("name") or "", prefix):
             data = {k: v for k, v in entry["data"].items() if k not in ("deps", "outs")}
             keep.append({"rev": entry.get("rev"), "name": entry["name"], "data": data})
     return sorted(keep, key=lambda e: e["name"])

@@ -150,5 +150,16 @@ def _experiments(settings: list[tuple[tuple[str, Any], ...]], keys: list[str], s
     for i, setting in enumerate(settings):
         for seed in seeds:
             overrides = setting + tuple((p, seed) for p in seed_params)
-            experiments.append(Experiment(f"{prefix}-{i}-s{seed}", overrides, seed, setting))
+            experiments.append(Experiment(experiment_name(prefix, i, seed), overrides, seed, setting))
     return experiments
+
+
+def experiment_name(prefix: str, index: int, seed: int) -> str:
+    """`<prefix>-<grid index>-s<seed>`: the name of one sweep experiment."""
+    return f"{prefix}-{index}-s{seed}"
+
+
+def is_experiment_of(name: str, prefix: str) -> bool:
+    """Whether `name` is an experiment of the sweep called `prefix` (`r1grid-v2-0-s3` is one of `r1grid-v2`, while
+    `r1grid-v2-ablation-0-s3` is not: a plain prefix match would mix two sweeps whose names share a beginning)."""
+    return re.fullmatch(rf"{re.escape(prefix)}-\d+-s\d+", name) is not None

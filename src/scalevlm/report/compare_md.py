@@ -166,7 +166,7 @@ def caveats(run: RunFacts) -> list[str]:
         seeds = ("One training seed per arm, so the CIs above cover test-sample noise only, not training noise; on the "
                  "embedded tasks the spread between seeds has been as large as the gaps between methods (the first "
                  "task's SCALe-SFT: 0.571 to 0.974 over five seeds, `reports/study/study/`). A claim about SCALe needs "
-                 "several seeds: see the multi-seed studies in `reports/study/` (this testbed: `reports/study/r1grid/`).")
+                 "several seeds: see the multi-seed studies in `reports/study/` (this testbed: `reports/study/r1grid-v2/`).")
     else:
         seeds = ("One training seed per arm, so the CIs above cover test-sample noise only, not training noise. The "
                  "spread between seeds was measured for the tiny model on the embedded task only (`reports/study/`, "
