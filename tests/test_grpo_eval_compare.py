@@ -315,3 +315,20 @@ def test_heldout_plateau_stops_after_patience_evaluations_without_gain() -> None
     assert cb.summary()["best"]["accuracy"] == 0.505 and cb.summary()["gain"] == 0.45 - 0.3
     cb.on_train_end(None, state, control, model=model)
     assert cb.summary()["restored_step"] == 2 and torch.all(model.weight == 2.0)  # the best evaluation's weights
+
+    # the plateau met exactly at max_steps is reported (the run ends there anyway, nothing to stop)
+    at_cap = Scripted([0.3, 0.5, 0.4, 0.4])
+    state, control = SimpleNamespace(global_step=0, max_steps=3), SimpleNamespace(should_training_stop=False,
+                                                                                   should_save=False)
+    at_cap.on_train_begin(None, state, control, model=model, processing_class=None)
+    for step in range(1, 4):
+        state.global_step = step
+        at_cap.on_step_end(None, state, control, model=model, processing_class=None)
+    assert at_cap.summary()["stopped_at_plateau"] == 3 and not control.should_training_stop
+    never = Scripted([0.3, 0.4, 0.5, 0.6])
+    state.global_step = 0
+    never.on_train_begin(None, state, control, model=model, processing_class=None)
+    for step in range(1, 4):
+        state.global_step = step
+        never.on_step_end(None, state, control, model=model, processing_class=None)
+    assert never.summary()["stopped_at_plateau"] is None  # still rising at the cap: capped, not plateaued

@@ -124,12 +124,14 @@ class HeldOutCallback(TrainerCallback):
             self._keep(model, state.global_step)
         else:
             self.since_best += 1
-        if self.patience and self.since_best >= self.patience and state.global_step < state.max_steps:
-            log.info("held-out accuracy has not improved for %d evaluations: stopping at step %d", self.patience,
-                     state.global_step)
+        if self.patience and self.since_best >= self.patience and self.stopped_at is None:
+            # the plateau is reported where it is met, also at the last step (where training ends anyway)
             self.stopped_at = state.global_step
-            control.should_training_stop = True
-            control.should_save = True
+            if state.global_step < state.max_steps:
+                log.info("held-out accuracy has not improved for %d evaluations: stopping at step %d", self.patience,
+                         state.global_step)
+                control.should_training_stop = True
+                control.should_save = True
 
     def _keep(self, model: Any, step: int) -> None:
         self.best_step = step
