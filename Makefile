@@ -45,7 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_curate.py
 
 # The r1grid four-arm study (5 seeds) and the SCALe ablation as queued DVC experiments (Prefect flow
-# `scalevlm-sweep`), about 100 minutes on 2 cores with 2 queue workers. Reports land in reports/study/<name>/.
+# `scalevlm-sweep`), about 100 minutes on 2 cores, one experiment at a time (study 43 min). Reports land in reports/study/<name>/.
 # The first task's sweeps (sweeps/count_*.yaml) need profiles/count.yaml applied first.
 study: $(STAMP)
 	$(BIN)/python -m flows.sweep sweeps/study.yaml
