@@ -27,7 +27,7 @@ import numpy as np
 
 from scalevlm.benchmarks.report import compare_benchmarks
 from scalevlm.benchmarks.report import markdown as benchmark_markdown
-from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Range
+from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems, Range
 from scalevlm.core.comparison import arm_table, majority_accuracy, paired_tests, shared_ids
 from scalevlm.errors import MissingInputError
 from scalevlm.facts import (
@@ -41,6 +41,7 @@ from scalevlm.facts import (
     PAIRS,
     PREDICTIONS,
     PREPARE,
+    STUDY_REPORTS,
     TRAIN_GRPO,
     TRAIN_SFT,
     eval_report,
@@ -51,6 +52,7 @@ from scalevlm.records import read_jsonl
 from scalevlm.report.compare_md import RunFacts, claims, markdown_table, readme
 from scalevlm.report.compare_plots import plot_all
 from scalevlm.runtime import stage_main, write_json
+from scalevlm.study import claims_markdown
 
 NAME = "compare"
 log = logging.getLogger(NAME)
@@ -61,6 +63,13 @@ class Config(Checked):
     n_resamples: PositiveInt
     seed: NonNegativeInt
     alpha: Annotated[float, Range(gt=0, lt=1)]  # the arms and the pairs compared are facts (scalevlm.facts)
+    # a committed multi-seed study (reports/study/<name>/, flows.sweep) whose seed-level claim verdicts the README
+    # quotes beside this run's; None: none. dvc.yaml makes reports/study a dep, so a new study re-runs compare.
+    study: str | None = None
+
+    def check(self) -> Problems:
+        if self.study is not None and (not self.study or "/" in self.study or self.study.startswith(".")):
+            yield "study", f"the name of a folder under {STUDY_REPORTS}/ (a sweep's name), or null; got {self.study!r}"
 
 
 # Inputs -----------------------------------------------------------------------------------------------------
@@ -153,6 +162,22 @@ def run_facts(root: Path, metrics: dict[str, dict[str, Any]], bench: dict[str, A
                     benchmarks=tuple(bench.get("benchmarks", {})))
 
 
+def study_verdicts(root: Path, name: str | None) -> str | None:
+    """The committed study's seed-level verdicts on the paper's claims, as markdown (None without a study)."""
+    if name is None:
+        return None
+    path = STUDY_REPORTS / name / "study.json"
+    if not (root / path).is_file():
+        raise MissingInputError(f"compare.study: {path} is missing; run `python -m flows.sweep sweeps/<spec>.yaml` for "
+                                f"a sweep named {name!r}, or set compare.study to null")
+    result = json.loads((root / path).read_text(encoding="utf-8"))
+    if not result.get("claims"):
+        raise MissingInputError(f"compare.study: {path} has no claim verdicts (a four-arm study over seeds has them; "
+                                "an ablation of one arm does not); name a four-arm study or set compare.study to null")
+    return claims_markdown(result).replace("## The paper's claims at seed level",
+                                           f"## The paper's claims at seed level (`{path.parent}/`, not this run)", 1)
+
+
 # Stage ------------------------------------------------------------------------------------------------------
 
 
@@ -186,11 +211,13 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     if bench:
         summary["benchmarks"] = bench
     facts = run_facts(root, metrics, bench)
+    seed_level = study_verdicts(root, cfg.study)
     with atomic_dir(out) as staging:  # the previous report stays whole until this one is
         plots = plot_all(staging / "plots", table, preds, ids, curves)
         write_json(staging / METRICS, summary)
         (staging / "table.md").write_text(markdown_table(table, tests, ratio) + benchmark_markdown(bench), encoding="utf-8")
-        (staging / "README.md").write_text(readme(table, tests, claim_lines, metrics, times, ratio, cfg.alpha, chance, facts, grpo)
+        (staging / "README.md").write_text(readme(table, tests, claim_lines, metrics, times, ratio, cfg.alpha, chance, facts, grpo,
+                                                  seed_level)
                                            + benchmark_markdown(bench), encoding="utf-8")
     log.info("compared %d arms on %d samples; plots %s", len(ARMS), len(ids), plots)
     return {"n": len(ids), "accuracy": {a: table[a]["accuracy"] for a in ARMS}, "time_ratio": ratio}

@@ -237,6 +237,7 @@ INVALID: dict[str, list[Any]] = {
     "compare.n_resamples": [0, *NOT_INT],
     "compare.seed": [-1, *NOT_INT],
     "compare.alpha": [0, 1, 1.5, *NOT_FLOAT],
+    "compare.study": ["", "../elsewhere", "r1grid/study.json"],
     # promote
     f"{PR}.candidate": ["best", *NOT_ENUM],
     f"{PR}.artifact": ["", "Scale VLM", "-vlm", 3, None],

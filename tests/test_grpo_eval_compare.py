@@ -9,6 +9,7 @@ import pytest
 import torch
 from tiny_project import grid, grid_project
 
+from scalevlm.errors import MissingInputError
 from scalevlm.facts import PAIRS
 from scalevlm.records import Record, read_jsonl
 from scalevlm.runtime import write_json
@@ -271,6 +272,22 @@ def test_compare_on_constructed_outputs(tmp_path: Path) -> None:
     for name in ("accuracy_by_arm.png", "think_length.png", "scale_schedule.png"):
         assert (out / "plots" / name).stat().st_size > 1000
 
+    # a committed multi-seed study's verdicts are quoted after this run's, labelled as not this run's
+    assert "at seed level" not in readme
+    claim = {"claim": "1. SCALe-SFT beats vanilla SFT", "verdict": "supported",
+             "evidence": "Δ +0.167 [95% CI +0.119, +0.215], 5/0 seeds, p(t) 0.001, p(sign-flip) 0.062"}
+    write_json(tmp_path / "reports/study/st/study.json", {"claims": [claim], "time_ratio_scale_sft_over_sft_plus_grpo": {"0": 0.7}})
+    assert run(Config(n_resamples=500, seed=0, alpha=0.05, study="st"), tmp_path) == summary
+    readme = (out / "README.md").read_text()
+    assert "## The paper's claims at seed level (`reports/study/st/`, not this run)" in readme
+    assert "- **1. SCALe-SFT beats vanilla SFT** — supported (Δ +0.167 [95% CI +0.119, +0.215], 5/0 seeds" in readme
+    assert readme.index("checked on this run") < readme.index("at seed level") < readme.index("## Table")
+    with pytest.raises(MissingInputError, match=r"compare.study: reports/study/nope/study.json is missing"):
+        run(Config(n_resamples=500, seed=0, alpha=0.05, study="nope"), tmp_path)
+    write_json(tmp_path / "reports/study/abl/study.json", {"claims": []})
+    with pytest.raises(MissingInputError, match=r"compare.study: .* has no claim verdicts"):
+        run(Config(n_resamples=500, seed=0, alpha=0.05, study="abl"), tmp_path)
+
 
 def test_compare_pairs_are_facts_not_params() -> None:
     """Pairs live in scalevlm.facts only: a params.yaml that still lists `compare.pairs` is refused, naming it."""
@@ -279,6 +296,9 @@ def test_compare_pairs_are_facts_not_params() -> None:
 
     params = {"compare": {"n_resamples": 10, "seed": 0, "alpha": 0.05, "pairs": [{"a": "sft-scale", "b": "best"}]}}
     with pytest.raises(ConfigError, match=r"compare: unknown keys \['pairs'\]"):
+        load_config(Config, params, "compare")
+    params = {"compare": {"n_resamples": 10, "seed": 0, "alpha": 0.05, "study": "../elsewhere"}}
+    with pytest.raises(ConfigError, match=r"compare.study"):
         load_config(Config, params, "compare")
 
 

@@ -91,7 +91,7 @@ BASE_MODEL = MODELS / PREPARE
 COMPARE_REPORT = REPORTS / COMPARE
 PROMOTE_DECISION = REPORTS / PROMOTE / "decision.json"
 PROMOTE_CANDIDATE = REPORTS / PROMOTE / "candidate.json"
-STUDY_REPORTS = REPORTS / "study"  # reports/study/<sweep name>/ (flows.sweep; not a DVC stage)
+STUDY_REPORTS = REPORTS / "study"  # reports/study/<sweep name>/ (flows.sweep; compare quotes one: compare.study)
 
 
 def split_file(split: str) -> Path:
@@ -170,6 +170,7 @@ def inputs(stage: str, item: Mapping[str, str] | None = None) -> tuple[Path, ...
         return arm_model(arm(it["train"], it["method"])), test, CURATED_IMAGES, LOCAL_DATA  # benchmark copies
     if stage == COMPARE:
         return (train, test, report_dir(PREPARE) / METRICS,  # the base model, named in the caveats
+                STUDY_REPORTS,  # compare.study: a committed study's seed-level verdicts
                 *(eval_report(a) / PREDICTIONS for a in ARMS), *(eval_report(a) / METRICS for a in ARMS),
                 *(eval_report(a) / BENCHMARKS for a in ARMS),
                 *(report_dir(TRAIN_SFT, m) / METRICS for m in METHODS),

@@ -210,7 +210,9 @@ def grpo_line(grpo: Mapping[str, Mapping[str, Any]] | None) -> str:
 
 def readme(table: Table, tests: Tests, claim_lines: Sequence[str], metrics: Mapping[str, Mapping[str, Any]],
            times: Mapping[str, float | None], ratio: float | None, alpha: float, chance: float | None,
-           run: RunFacts, grpo: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+           run: RunFacts, grpo: Mapping[str, Mapping[str, Any]] | None = None, seed_level: str | None = None) -> str:
+    """The compare README; `seed_level`: a committed multi-seed study's claim verdicts (markdown), quoted after this
+    run's."""
     best = max(table, key=lambda arm: table[arm]["accuracy"])
     n = next(iter(table.values()))["n"]
     grpo_cost = [f"{m}: {_fmt(times.get(f'grpo-only-{m}'), 1)} s" for m in INITS]
@@ -227,8 +229,9 @@ def readme(table: Table, tests: Tests, claim_lines: Sequence[str], metrics: Mapp
         f"Tests at α = {alpha}.", "",
         "## The paper's claims, checked on this run", "", *claim_lines, "",
         "One training seed cannot settle a claim about a method: the verdicts over several seeds (supported / contradicted / "
-        "undecided at n seeds) are in the multi-seed studies, `reports/study/<name>/table.md` (`python -m flows.sweep "
-        "sweeps/study.yaml`; the README summarises them).", "",
+        "undecided at n seeds) come from the multi-seed studies, `reports/study/<name>/table.md` (`python -m flows.sweep "
+        "sweeps/study.yaml`; the README summarises them)" + (", quoted below." if seed_level else "."), "",
+        *([seed_level.strip(), ""] if seed_level else []),
         "## Table", "", markdown_table(table, tests, ratio), *(["The paper's metrics per arm (think correctness and "
         "consistency from the records' `think_fact`; CE teacher-forced on the reference completions of the test samples):",
         "", paper_table(table)] if paper_table(table) else []), "Accuracy per source:", "", source_table(metrics),
