@@ -104,6 +104,7 @@ def prediction_row(record: Record, gen: Generation, ref: ReferenceLoss | None = 
         "format_ok": int(seg.ok), "reason": seg.reason.value if seg.reason else None,
         "parsed": int(is_parseable(pred, record.answer_type, record.choices)),
         "completion_tokens": gen.completion_tokens, "think_tokens": gen.think_tokens, "answer_tokens": gen.answer_tokens,
+        "answer_open_token": gen.answer_open_token,
         **extra,
     }
 
@@ -122,6 +123,19 @@ def _length_stats(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
         stats[f"{key}_mean"] = float(statistics.fmean(values)) if values else 0.0
         stats[f"{key}_median"] = float(statistics.median(values)) if values else 0.0
     return stats
+
+
+def answer_budgets(max_new_tokens: int) -> list[int]:
+    """The generation budgets the missing-<answer> rate is reported at: 1/4, 1/2, 3/4 and all of max_new_tokens."""
+    return sorted({max(1, max_new_tokens * k // 4) for k in (1, 2, 3, 4)})
+
+
+def missing_answer_at(rows: Sequence[dict[str, Any]], budgets: Sequence[int]) -> dict[str, float]:
+    """Per budget b, the share of rows that have not opened `<answer>` within b generated tokens. Exact for greedy
+    generation (a budget-b run generates the same first b tokens), so one run at the largest budget measures all."""
+    n = len(rows)
+    return {str(b): sum(r["answer_open_token"] is None or r["answer_open_token"] > b for r in rows) / n if n else 0.0
+            for b in budgets}
 
 
 def paper_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -214,6 +228,7 @@ def evaluate_model(cfg: Config, root: Path, model_dir: Path, records: Sequence[R
     metrics = summarise(rows, accuracy, compliance)
     metrics["generation_wall_time_s"] = round(gen_s, 3)
     metrics["max_new_tokens"] = cfg.max_new_tokens  # the budget the missing-<answer> rate is measured at
+    metrics["missing_answer_at"] = missing_answer_at(rows, answer_budgets(cfg.max_new_tokens))  # the paper's claim 4
     return rows, metrics
 
 

@@ -180,6 +180,7 @@ INVALID: dict[str, list[Any]] = {
     f"{SFT}.scale.w_end": [1.01, *NOT_FLOAT],
     f"{SFT}.scale.normalisation": ["vanilla", *NOT_ENUM],
     f"{SFT}.scale.close_tag": ["both", *NOT_ENUM],
+    f"{SFT}.scale.tags": ["answer", *NOT_ENUM],
     f"{SFT}.lora.enabled": NOT_BOOL,
     f"{SFT}.lora.r": [0, -8, *NOT_INT],
     f"{SFT}.lora.alpha": [0, *NOT_INT],

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from scalevlm.core.scale_loss import (
     ANSWER,
     IGNORE,
+    TAG,
     THINK,
     ScaleStats,
     progress,
@@ -114,8 +115,24 @@ def test_missing_segment_rule() -> None:
     assert empty.item() == 0.0
 
 
+def test_structural_tokens_get_the_token_mean_weight() -> None:
+    """TAG tokens leave both segment means and add Σ CE / (all supervised tokens) under every normalisation."""
+    ce = torch.tensor([[1.0, 2.0, 5.0, 3.0, 7.0], [2.0, 4.0, 6.0, 9.0, 9.0]])
+    seg = torch.tensor([[T, T, TAG, A, TAG], [T, TAG, A, X, X]])
+    loss, stats = scale_loss(ce, seg, 0.25, 0.75, "per_sample")
+    # sample 0: 0.25·1.5 + 0.75·3 = 2.625; sample 1: 0.25·2 + 0.75·6 = 5.0; tags (5 + 7 + 4) / 8 tokens = 2.0
+    assert loss.item() == pytest.approx((2.625 + 5.0) / 2 + 2.0)
+    assert stats.loss_tags == pytest.approx(16 / 3) and stats.tag_tokens == 3
+    assert stats.loss_answer == pytest.approx((3.0 + 6.0) / 2)
+    vanilla, _ = scale_loss(ce, seg, 0.25, 0.75, "vanilla")
+    assert vanilla.item() == pytest.approx((1 + 2 + 5 + 3 + 7 + 2 + 4 + 6) / 8)
+    with pytest.raises(ValueError, match="together"):
+        scale_loss(ce, seg, 0.25, 0.75, "per_sample", num_samples=2, num_think_tokens=3, num_answer_tokens=2)
+
+
+@pytest.mark.parametrize("tags", [False, True])
 @pytest.mark.parametrize("normalisation", ["per_sample", "per_batch", "vanilla"])
-def test_accumulation_2x4_equals_batch_of_8(normalisation: str) -> None:
+def test_accumulation_2x4_equals_batch_of_8(normalisation: str, tags: bool) -> None:
     torch.manual_seed(1)
     logits = torch.randn(8, 12, 17, dtype=torch.float64)
     labels = torch.randint(0, 17, (8, 12))
@@ -124,6 +141,9 @@ def test_accumulation_2x4_equals_batch_of_8(normalisation: str) -> None:
         start, end = 1 + i % 3, 6 + (i * 5) % 6
         seg[i, start:end] = T
         seg[i, end : min(12, end + 1 + i % 2)] = A
+        if tags:  # the closing token of each segment is structural
+            seg[i, end - 1] = TAG
+            seg[i, min(11, end + i % 2)] = TAG
     labels[seg == X] = -100
 
     def loss_of(rows: slice, counts: dict | None, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +155,8 @@ def test_accumulation_2x4_equals_batch_of_8(normalisation: str) -> None:
     full.backward()
 
     total = segment_counts(seg[:4, 1:]) + segment_counts(seg[4:, 1:])
-    counts = {"num_samples": total.samples, "num_think_tokens": total.think_tokens, "num_answer_tokens": total.answer_tokens}
+    counts = {"num_samples": total.samples, "num_think_tokens": total.think_tokens,
+              "num_answer_tokens": total.answer_tokens, "num_tag_tokens": total.tag_tokens}
     acc_logits = logits.clone().requires_grad_(True)
     acc = loss_of(slice(0, 4), counts, acc_logits) + loss_of(slice(4, 8), counts, acc_logits)
     acc.backward()

@@ -16,7 +16,7 @@ from tiny_project import grid, grid_project
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from scalevlm.core.scale_loss import ANSWER, THINK, scale_loss, shifted_token_ce
+from scalevlm.core.scale_loss import ANSWER, TAG, THINK, scale_loss, shifted_token_ce
 from scalevlm.modeling import train_tokenizer
 from scalevlm.training.config import LoraSettings, ScaleSettings, SFTSettings, sft_config
 from scalevlm.training.data import read_split, sft_dataset
@@ -29,7 +29,8 @@ SETTINGS = SFTSettings(
     max_grad_norm=1.0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.98, max_length=None, dtype="auto",
     gradient_checkpointing=False, logging_steps=1, save_steps=2, resume=True, keep_checkpoints=False,
     dataloader_workers=0, torch_threads=0, train_limit=None, freeze_vision=False,
-    scale=ScaleSettings(schedule="cosine", w_start=0.8, w_end=0.2, normalisation="per_sample", close_tag="think"),
+    scale=ScaleSettings(schedule="cosine", w_start=0.8, w_end=0.2, normalisation="per_sample", close_tag="think",
+                        tags="segment"),
     lora=LoraSettings(enabled=False, r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj")),
 )
 COMPLETION = "<think>row 1: red blue = 1, total 1.</think><answer>1</answer>"
@@ -116,6 +117,22 @@ def test_close_tag_answer_moves_the_closing_tag_to_the_answer_segment() -> None:
     assert moved[:close] == default[:close] and moved[close + 1 :] == default[close + 1 :]
 
 
+def test_token_mean_tags_label_every_tag_and_the_end_of_turn() -> None:
+    """`tags="token_mean"`: tokens overlapping a tag, and everything after `</answer>`, are TAG; the rest keep
+    their segment, so the answer segment holds only the answer's content."""
+    tok = train_tokenizer([COMPLETION] * 20, 300)
+    ids = tok.encode(COMPLETION, add_special_tokens=False) + [tok.convert_tokens_to_ids("<|im_end|>")]
+    decode = PieceDecoder(tok)
+    default = sequence_segment_labels(ids, decode)
+    tagged = sequence_segment_labels(ids, decode, tags="token_mean")
+    pieces = [decode(i) for i in ids]
+    assert "".join(p for p, lab in zip(pieces, tagged, strict=True) if lab == ANSWER) == "1"
+    assert tagged[-1] == TAG and default[-1] == ANSWER
+    text = "".join(p for p, lab in zip(pieces, tagged, strict=True) if lab == TAG)
+    assert text == "<think></think><answer></answer><|im_end|>"
+    assert all(d == t for d, t in zip(default, tagged, strict=True) if t != TAG)
+
+
 def test_segment_labels_without_closing_tag_are_all_think() -> None:
     tok = train_tokenizer([COMPLETION] * 20, 300)
     labels = torch.tensor([[-100] + tok.encode("<think>row 1: red", add_special_tokens=False)])
@@ -126,7 +143,7 @@ def test_segment_labels_without_closing_tag_are_all_think() -> None:
 # -- trainer loss paths -----------------------------------------------------------------------------------------
 
 
-def _trainer(project: Path, method: str, tmp_path: Path) -> tuple:
+def _trainer(project: Path, method: str, tmp_path: Path, tags: str = "segment") -> tuple:
     from trl import SFTTrainer
 
     from scalevlm.modeling import load_model_and_processor
@@ -137,7 +154,8 @@ def _trainer(project: Path, method: str, tmp_path: Path) -> tuple:
     args = sft_config(SETTINGS, tmp_path / method, 1)
     if method == "trl":
         return SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=proc), ds
-    return SCALeSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=proc, method=method, scale=SETTINGS.scale), ds
+    scale = dataclasses.replace(SETTINGS.scale, tags=tags)
+    return SCALeSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=proc, method=method, scale=scale), ds
 
 
 def test_trainer_losses_match_trl_and_the_pure_loss(project: Path, tmp_path: Path) -> None:
@@ -156,6 +174,25 @@ def test_trainer_losses_match_trl_and_the_pure_loss(project: Path, tmp_path: Pat
     want, _ = scale_loss(shifted_token_ce(logits, batch["labels"]), seg[:, 1:], *scale.current_weights())
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
     assert scale.current_weights() == pytest.approx((0.8, 0.2))  # p = 0
+
+
+def test_token_mean_tags_trainer_loss_is_the_pure_loss_with_structural_tokens(project: Path, tmp_path: Path) -> None:
+    """With `tags: token_mean` the trainer's loss is the pure loss on TAG-labelled segments, which differs from the
+    default rule's; vanilla ignores the option (its loss is the token mean either way)."""
+    scale, ds = _trainer(project, "scale", tmp_path, tags="token_mean")
+    batch = scale.data_collator([ds[i] for i in range(4)])
+    got = scale.compute_loss(scale.model, dict(batch))
+    with torch.no_grad():
+        logits = scale.model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    ce = shifted_token_ce(logits, batch["labels"])
+    seg = batch_segment_labels(batch["labels"], PieceDecoder(scale.processing_class.tokenizer), tags="token_mean")
+    assert bool((seg[:, 1:] == TAG).any())
+    want, stats = scale_loss(ce, seg[:, 1:], *scale.current_weights())
+    assert got.item() == pytest.approx(want.item(), rel=1e-5) and stats.tag_tokens > 0
+    plain = batch_segment_labels(batch["labels"], PieceDecoder(scale.processing_class.tokenizer))
+    assert abs(scale_loss(ce, plain[:, 1:], *scale.current_weights())[0].item() - got.item()) > 1e-4
+    vanilla, _ = _trainer(project, "vanilla", tmp_path, tags="token_mean")
+    assert vanilla.tags == "segment"
 
 
 def test_evaluation_logs_segment_losses_of_the_pure_loss(project: Path, tmp_path: Path) -> None:

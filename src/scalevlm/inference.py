@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scalevlm.core.segments import ANSWER, THINK, format_completion
+from scalevlm.core.segments import ANSWER, ANSWER_OPEN, THINK, format_completion
 from scalevlm.training.data import user_turn
 
 
@@ -56,12 +56,16 @@ GREEDY = GenerationOptions()
 
 @dataclass(frozen=True)
 class Generation:
-    """One completion: its text (special tokens removed) and its token counts per segment."""
+    """One completion: its text (special tokens removed), its token counts per segment, and how many tokens it
+    took to open the answer (through the token that completes the first `<answer>`; None if it never does). Under
+    greedy decoding a smaller budget b gives the same first b tokens, so the completion "misses `<answer>` at
+    budget b" iff `answer_open_token` is None or > b (`evaluate`'s `missing_answer_at`)."""
 
     text: str
     completion_tokens: int
     think_tokens: int
     answer_tokens: int
+    answer_open_token: int | None = None
 
 
 # How every prompt is tokenised: the rendered chat template already holds whatever special tokens the family wants
@@ -136,8 +140,19 @@ def generate(
             completion_tokens=len(ids),
             think_tokens=sum(1 for lab in labels if lab == THINK),
             answer_tokens=sum(1 for lab in labels if lab == ANSWER),
+            answer_open_token=tokens_to_open_answer([decode_piece(i) for i in ids]),
         ))
     return results
+
+
+def tokens_to_open_answer(pieces: Sequence[str]) -> int | None:
+    """1-based index of the token whose piece completes the first `<answer>` (a tag may span tokens); None if none."""
+    text = ""
+    for k, piece in enumerate(pieces, start=1):
+        text += piece
+        if ANSWER_OPEN in text[-(len(piece) + len(ANSWER_OPEN)) :]:
+            return k
+    return None
 
 
 @dataclass(frozen=True)

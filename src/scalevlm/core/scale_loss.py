@@ -18,6 +18,12 @@ batch. The caller passes the global counts (the trainer counts them over all mic
 the first forward and all-reduces them over processes, see `training.trainer`); left as None they default to
 the local counts of the batch, which is the right value for a single batch on a single process.
 
+Structural tokens (`scale.tags: token_mean`, segment label TAG): the four tags and end-of-turn leave both segment
+means and are added at the plain token-mean weight, `+ Σ_tag CE / N_tokens` with N_tokens the global count of
+all supervised tokens of the step (what vanilla gives every token). Without it a 4-token answer segment gives
+`</answer>` and end-of-turn ~w_ans/4 each against ~w_think/270 for a think token. Labelled only when asked
+(`training.labels`); with no TAG tokens the formulas above are unchanged.
+
 Missing-segment rule: a sample with no think tokens (or no answer tokens, e.g. an answer truncated away)
 contributes only the term it has, e.g. `w_think·L_think(i)`; it is NOT renormalised (the missing term is not
 redistributed to the present one) and it still counts in N, so the weights keep their meaning and a truncated
@@ -40,7 +46,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from scalevlm.core.segments import ANSWER, IGNORE, THINK
+from scalevlm.core.segments import ANSWER, IGNORE, TAG, THINK
 
 IGNORE_INDEX = -100
 
@@ -92,16 +98,20 @@ def shifted_token_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: i
 @dataclass(frozen=True)
 class SegmentCounts:
     """Counts over one batch (or, summed, over one optimizer step): samples with any supervised token,
-    think tokens, answer tokens."""
+    think tokens, answer tokens, structural tokens (label TAG; 0 unless `scale.tags: token_mean`)."""
 
     samples: int
     think_tokens: int
     answer_tokens: int
+    tag_tokens: int = 0
 
     def __add__(self, other: SegmentCounts) -> SegmentCounts:
-        return SegmentCounts(
-            self.samples + other.samples, self.think_tokens + other.think_tokens, self.answer_tokens + other.answer_tokens
-        )
+        return SegmentCounts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def tokens(self) -> int:
+        """Every supervised token."""
+        return self.think_tokens + self.answer_tokens + self.tag_tokens
 
 
 def segment_counts(segments: torch.Tensor) -> SegmentCounts:
@@ -111,6 +121,7 @@ def segment_counts(segments: torch.Tensor) -> SegmentCounts:
         samples=int(supervised.any(dim=1).sum()),
         think_tokens=int((segments == THINK).sum()),
         answer_tokens=int((segments == ANSWER).sum()),
+        tag_tokens=int((segments == TAG).sum()),
     )
 
 
@@ -132,6 +143,12 @@ class ScaleStats:
     think_tokens: int
     answer_tokens: int
     samples: int
+    tag_loss_sum: float = 0.0  # Σ CE over structural tokens (label TAG) and their count
+    tag_tokens: int = 0
+
+    @property
+    def loss_tags(self) -> float:
+        return self.tag_loss_sum / self.tag_tokens if self.tag_tokens else float("nan")
 
     @property
     def loss_think(self) -> float:
@@ -171,17 +188,19 @@ def scale_loss(
     num_samples: float | int | torch.Tensor | None = None,
     num_think_tokens: float | int | torch.Tensor | None = None,
     num_answer_tokens: float | int | torch.Tensor | None = None,
+    num_tag_tokens: float | int | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ScaleStats]:
     """The SCALe loss of one micro-batch; see the module docstring for the formulas and the rules.
 
     Args:
         token_loss: [B, T] per-token CE already aligned with `segments` (e.g. `shifted_token_ce`, or minus the
             log-probs of a fused LM head); values at IGNORE positions are not used.
-        segments: [B, T] integer labels, 0 = ignore, 1 = think, 2 = answer.
+        segments: [B, T] integer labels, 0 = ignore, 1 = think, 2 = answer, 3 = structural (token-mean weight).
         w_think, w_answer: the schedule's weights at the current progress (unused by `vanilla`).
         normalisation: "per_sample" (SCALe), "per_batch" (pooled token means per segment), "vanilla" (token mean).
         num_samples: global sample count N of the optimizer step (per_sample); default the batch's own count.
-        num_think_tokens, num_answer_tokens: global token counts of the step (per_batch, vanilla); default local.
+        num_think_tokens, num_answer_tokens, num_tag_tokens: global token counts of the step (per_batch, vanilla,
+            and the structural term); default local. Give all three or none.
     Returns:
         (loss: scalar tensor with the gradient, stats: detached `ScaleStats`).
     """
@@ -189,29 +208,33 @@ def scale_loss(
         raise ValueError(f"token_loss {tuple(token_loss.shape)} and segments {tuple(segments.shape)} must have the same [B, T] shape")
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {list(NORMALISATIONS)}")
+    given = [n is None for n in (num_think_tokens, num_answer_tokens, num_tag_tokens)]
+    if any(given) and not all(given):
+        raise ValueError("give the global think, answer and tag token counts together, or none of them")
     think = (segments == THINK).to(token_loss.dtype)
     answer = (segments == ANSWER).to(token_loss.dtype)
+    tag = segments == TAG
     # where() rather than a product: an ignored position may hold inf/NaN from a masked-out kernel output
     zero = token_loss.new_zeros(())
     think_sum = torch.where(think.bool(), token_loss, zero).sum(dim=1)  # [B]
     answer_sum = torch.where(answer.bool(), token_loss, zero).sum(dim=1)  # [B]
+    tag_sum = torch.where(tag, token_loss, zero).sum()  # scalar
     n_think, n_answer = think.sum(dim=1), answer.sum(dim=1)  # [B]
     l_think = think_sum / n_think.clamp(min=1)  # [B], 0 for a sample without think tokens
     l_answer = answer_sum / n_answer.clamp(min=1)  # [B]
     counts = segment_counts(segments)
+    all_tokens = None if num_think_tokens is None else num_think_tokens + num_answer_tokens + num_tag_tokens  # type: ignore[operator]
+    tag_term = tag_sum / _denominator(all_tokens, counts.tokens)
 
     if normalisation == "per_sample":
         per_sample = w_think * l_think + w_answer * l_answer  # a missing segment contributes 0, no renormalising
-        loss = per_sample.sum() / _denominator(num_samples, counts.samples)
+        loss = per_sample.sum() / _denominator(num_samples, counts.samples) + tag_term
     elif normalisation == "per_batch":
         loss = w_think * think_sum.sum() / _denominator(num_think_tokens, counts.think_tokens) + w_answer * answer_sum.sum() / _denominator(
             num_answer_tokens, counts.answer_tokens
-        )
-    else:
-        if (num_think_tokens is None) != (num_answer_tokens is None):
-            raise ValueError("vanilla normalisation needs both global token counts or neither")
-        total = None if num_think_tokens is None else num_think_tokens + num_answer_tokens  # type: ignore[operator]
-        loss = (think_sum.sum() + answer_sum.sum()) / _denominator(total, counts.think_tokens + counts.answer_tokens)
+        ) + tag_term
+    else:  # the plain token mean over every supervised token, structural ones included
+        loss = (think_sum.sum() + answer_sum.sum() + tag_sum) / _denominator(all_tokens, counts.tokens)
 
     with torch.no_grad():
         has_t, has_a = n_think > 0, n_answer > 0
@@ -223,5 +246,7 @@ def scale_loss(
             think_tokens=counts.think_tokens,
             answer_tokens=counts.answer_tokens,
             samples=counts.samples,
+            tag_loss_sum=float(tag_sum),
+            tag_tokens=counts.tag_tokens,
         )
     return loss, stats

@@ -132,7 +132,8 @@ def format_completion(reasoning: str, answer: str) -> str:
 
 # Per-token segment labels -----------------------------------------------------------------------------------
 
-IGNORE, THINK, ANSWER = 0, 1, 2
+IGNORE, THINK, ANSWER, TAG = 0, 1, 2, 3
+TAG_RULES: tuple[str, ...] = ("segment", "token_mean")  # where the structural tokens are weighted (`scale.tags`)
 
 
 def think_end_char(completion: str, close_tag: str = "think") -> int:
@@ -177,6 +178,32 @@ def token_segment_labels(offsets: list[tuple[int, int]], boundary: int, span: tu
         else:
             labels.append(ANSWER)
     return labels
+
+
+def structural_token_mask(offsets: list[tuple[int, int]], text: str) -> list[bool]:
+    """Which tokens are structural: they overlap one of the four tags, or lie wholly after the last `</answer>`
+    (end-of-turn and what follows it). The content of both segments is everything else.
+
+    Args:
+        offsets: (start, end) character offsets of each token in `text` (see `decode_offsets`).
+        text: the completion the offsets index into.
+    A tag split over several tokens marks each of them; a token that merges a tag with a neighbour (`><`) is
+    structural. With `scale.tags: token_mean` these tokens leave the segment means and are trained at the
+    plain token-mean weight (`core.scale_loss`), so a 4-token answer segment no longer makes `</answer>` and
+    end-of-turn some of the most heavily weighted tokens of a sequence.
+    """
+    spans = [(m, m + len(tag)) for tag in TAGS for m in _occurrences(text, tag)]
+    last_close = text.rfind(ANSWER_CLOSE)
+    tail = last_close + len(ANSWER_CLOSE) if last_close >= 0 else len(text) + 1
+    return [s >= tail or any(s < b and a < max(e, s + 1) for a, b in spans) for s, e in offsets]
+
+
+def _occurrences(text: str, tag: str) -> list[int]:
+    out, i = [], text.find(tag)
+    while i >= 0:
+        out.append(i)
+        i = text.find(tag, i + 1)
+    return out
 
 
 def decode_offsets(pieces: list[str]) -> list[tuple[int, int]]:

@@ -48,6 +48,7 @@ class ScaleSettings(Checked):
     w_end: Probability
     normalisation: Literal["per_sample", "per_batch"]
     close_tag: Literal["think", "answer"]  # the segment `</think>` is weighted with (ablation; evaluation keeps "think")
+    tags: Literal["segment", "token_mean"]  # tags + end-of-turn: in their segment's mean, or at the token-mean weight
 
 
 @dataclass(frozen=True)

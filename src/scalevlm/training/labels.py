@@ -13,7 +13,15 @@ from collections.abc import Callable
 import torch
 
 from scalevlm.core.scale_loss import IGNORE_INDEX
-from scalevlm.core.segments import IGNORE, THINK, decode_offsets, think_end_char, token_segment_labels
+from scalevlm.core.segments import (
+    IGNORE,
+    TAG,
+    THINK,
+    decode_offsets,
+    structural_token_mask,
+    think_end_char,
+    token_segment_labels,
+)
 
 
 class PieceDecoder:
@@ -35,21 +43,31 @@ class PieceDecoder:
         return piece
 
 
-def sequence_segment_labels(ids: list[int], decode_piece: Callable[[int], str], close_tag: str = "think") -> list[int]:
-    """Segment labels (THINK=1 / ANSWER=2) of one completion's token ids, in order (`close_tag`: which segment
-    `</think>` belongs to, `core.segments.think_end_char`).
+def sequence_segment_labels(
+    ids: list[int], decode_piece: Callable[[int], str], close_tag: str = "think", tags: str = "segment"
+) -> list[int]:
+    """Segment labels (THINK=1 / ANSWER=2 / TAG=3) of one completion's token ids, in order (`close_tag`: which
+    segment `</think>` belongs to, `core.segments.think_end_char`; `tags`: "segment" keeps the tags and
+    end-of-turn in their segments, "token_mean" labels them TAG, `core.segments.structural_token_mask`).
 
     Every token is think or answer: tokens the offset rule cannot place (zero-width pieces in an empty text)
     fall back to think, so no supervised token is ever dropped from the loss.
     """
     pieces = [decode_piece(i) for i in ids]
     text = "".join(pieces)
-    labels = token_segment_labels(decode_offsets(pieces), think_end_char(text, close_tag), (0, len(text)))
-    return [THINK if lab == IGNORE else lab for lab in labels]
+    offsets = decode_offsets(pieces)
+    labels = [THINK if lab == IGNORE else lab for lab in token_segment_labels(offsets, think_end_char(text, close_tag), (0, len(text)))]
+    if tags == "token_mean":
+        labels = [TAG if structural else lab for lab, structural in zip(labels, structural_token_mask(offsets, text), strict=True)]
+    return labels
 
 
 def batch_segment_labels(
-    labels: torch.Tensor, decode_piece: Callable[[int], str], ignore_index: int = IGNORE_INDEX, close_tag: str = "think"
+    labels: torch.Tensor,
+    decode_piece: Callable[[int], str],
+    ignore_index: int = IGNORE_INDEX,
+    close_tag: str = "think",
+    tags: str = "segment",
 ) -> torch.Tensor:
     """Segment labels of a batch.
 
@@ -57,7 +75,7 @@ def batch_segment_labels(
         labels: [B, T] token ids on supervised (completion) positions, `ignore_index` elsewhere.
         decode_piece: `id -> text` of one token (see `PieceDecoder`).
     Returns:
-        [B, T] int64 on `labels.device`: 0 ignore, 1 think, 2 answer, aligned with `labels` (shift it the same
+        [B, T] int64 on `labels.device`: 0 ignore, 1 think, 2 answer, 3 structural (`tags`), aligned with `labels` (shift it the same
         way as the labels, e.g. `[:, 1:]`, to align with next-token losses).
     """
     out = torch.zeros(labels.shape, dtype=torch.long)
@@ -66,6 +84,6 @@ def batch_segment_labels(
     for row in range(cpu.shape[0]):
         pos = mask[row].nonzero(as_tuple=True)[0]
         if len(pos):
-            seg = sequence_segment_labels(cpu[row, pos].tolist(), decode_piece, close_tag)
+            seg = sequence_segment_labels(cpu[row, pos].tolist(), decode_piece, close_tag, tags)
             out[row, pos] = torch.tensor(seg, dtype=torch.long)
     return out.to(labels.device)

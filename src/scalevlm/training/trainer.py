@@ -54,7 +54,8 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
     Both methods run the same code path (TRL's fused LM head, no [B, T, V] logits) and log the same per-segment
     statistics, so vanilla and SCALe curves are comparable. Logged every `logging_steps` (averaged over the
     window): `w_think`, `w_ans` (scale only), `loss_think`, `loss_answer` (mean over samples of L_think(i) /
-    L_ans(i), exact over processes and micro-batches), `think_tokens`, `answer_tokens`, `samples` (per step), and
+    L_ans(i), exact over processes and micro-batches), `think_tokens`, `answer_tokens`, `samples` (per step),
+    with `scale.tags: token_mean` also `loss_tags` (token mean over the structural tokens) and `tag_tokens`, and
     as TRL logs them `entropy`, `mean_token_accuracy` and `num_tokens` (tokens seen by this run, `train_tokens`).
     """
 
@@ -69,6 +70,7 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         self.decode_piece = PieceDecoder(tokenizer)
         self.close_tag = scale.close_tag if scale is not None else "think"
+        self.tags = scale.tags if (scale is not None and method == "scale") else "segment"
         self.step_counts: SegmentCounts | None = None  # global counts of the current optimizer step
         self.train_tokens = 0  # attention-mask tokens trained on in this process's run, over all ranks
         self.window: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in MODES}  # since the last log
@@ -86,10 +88,10 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
     def on_step_batches(self, batches: list[dict[str, Any]], device: torch.device) -> None:
         total = SegmentCounts(0, 0, 0)
         for batch in batches:
-            segments = batch_segment_labels(batch["labels"], self.decode_piece, close_tag=self.close_tag)
+            segments = self.segment_labels(batch["labels"])
             batch[SEGMENTS_KEY] = segments
             total = total + segment_counts(segments[:, 1:])
-        counts = torch.tensor([total.samples, total.think_tokens, total.answer_tokens], device=device)
+        counts = torch.tensor([total.samples, total.think_tokens, total.answer_tokens, total.tag_tokens], device=device)
         if self.accelerator.num_processes > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
         self.step_counts = SegmentCounts(*(int(c) for c in counts.tolist()))
@@ -97,10 +99,16 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
         window["samples"].append(self.step_counts.samples)
         window["think_tokens"].append(self.step_counts.think_tokens)
         window["answer_tokens"].append(self.step_counts.answer_tokens)
+        if self.tags == "token_mean":
+            window["tag_tokens"].append(self.step_counts.tag_tokens)
         if self.method == "scale":
             w_think, w_ans = self.current_weights()
             window["w_think"].append(w_think)
             window["w_ans"].append(w_ans)
+
+    def segment_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """[B, T] segment labels of a batch's label ids under this run's tag rules (`training.labels`)."""
+        return batch_segment_labels(labels, self.decode_piece, close_tag=self.close_tag, tags=self.tags)
 
     # -- loss ---------------------------------------------------------------------------------------------------
 
@@ -111,7 +119,7 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
         segments = inputs.pop(SEGMENTS_KEY, None)
         step_counts = self.step_counts if (mode == "train" and segments is not None) else None
         if segments is None:  # evaluation batches do not pass through on_step_batches
-            segments = batch_segment_labels(inputs["labels"], self.decode_piece, close_tag=self.close_tag)
+            segments = self.segment_labels(inputs["labels"])
         fused = self.fused_forward(model, inputs)
         seg = segments[:, 1:].to(fused.token_loss.device)
         w_think, w_ans = self.current_weights()
@@ -125,6 +133,7 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
             num_samples=None if step_counts is None else step_counts.samples,
             num_think_tokens=None if step_counts is None else step_counts.think_tokens,
             num_answer_tokens=None if step_counts is None else step_counts.answer_tokens,
+            num_tag_tokens=None if step_counts is None else step_counts.tag_tokens,
         )
         if step_counts is not None and self.accelerator.num_processes > 1:
             loss = loss * self.accelerator.num_processes  # gradients are averaged over ranks; the counts are global
@@ -160,6 +169,8 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
             means["loss_think"] = stats.loss_think
         if stats is not None and stats.answer_samples > 0:
             means["loss_answer"] = stats.loss_answer
+        if stats is not None and stats.tag_tokens > 0:
+            means["loss_tags"] = stats.loss_tags
         logs.update({prefix + key: value for key, value in means.items()})
         self.window[mode].clear()
         self.window_stats[mode] = None
