@@ -29,6 +29,7 @@ from flows.pipeline import load_profile, merge_profile  # noqa: E402
 from scalevlm.config import from_dict, load_params  # noqa: E402
 from scalevlm.core.seeds import paired_over_seeds  # noqa: E402
 from scalevlm.core.stats import mcnemar_exact  # noqa: E402
+from scalevlm.facts import GRPO_VANILLA, SFT_VANILLA  # noqa: E402
 from scalevlm.records import read_jsonl  # noqa: E402
 from scalevlm.runtime import write_json  # noqa: E402
 from stages import curate_dataset, evaluate, prepare_model, train_grpo, train_sft, validate_segments  # noqa: E402
@@ -71,11 +72,11 @@ def main() -> dict[str, Any]:
             sft_cfg = _section(params, "train_sft", train_sft.Config, seed=seed, max_steps=args.sft_steps, save_steps=0)
             train_sft.run(sft_cfg, root, "vanilla")
             sft_s = time.perf_counter() - start
-            evaluate.run(ev_cfg, root, "sft-vanilla")
+            evaluate.run(ev_cfg, root, SFT_VANILLA)
             grpo_cfg = _section(params, "train_grpo", train_grpo.Config, seed=seed, save_steps=0)
             grpo = train_grpo.run(grpo_cfg, root, "vanilla")
-            evaluate.run(ev_cfg, root, "grpo-vanilla")
-            init, after = _correct(root, "sft-vanilla"), _correct(root, "grpo-vanilla")
+            evaluate.run(ev_cfg, root, GRPO_VANILLA)
+            init, after = _correct(root, SFT_VANILLA), _correct(root, GRPO_VANILLA)
             ids = sorted(init)
             x, y = [after[i] for i in ids], [init[i] for i in ids]
             grpo_only, init_only, p_mcnemar = mcnemar_exact(x, y)

@@ -27,6 +27,7 @@ import numpy as np
 
 from scalevlm.benchmarks.report import compare_benchmarks
 from scalevlm.benchmarks.report import markdown as benchmark_markdown
+from scalevlm.claims import Interval, verdicts
 from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems, Range
 from scalevlm.core.comparison import arm_table, majority_accuracy, paired_tests, shared_ids
 from scalevlm.errors import MissingInputError
@@ -38,18 +39,22 @@ from scalevlm.facts import (
     INITS,
     METHODS,
     METRICS,
+    MISSING_PAIR,
     PAIRS,
+    PAPER_METRICS,
     PREDICTIONS,
     PREPARE,
     STUDY_REPORTS,
+    TIME_RATIO,
     TRAIN_GRPO,
     TRAIN_SFT,
+    arm,
     eval_report,
     report_dir,
 )
 from scalevlm.guard import atomic_dir
 from scalevlm.records import read_jsonl
-from scalevlm.report.compare_md import RunFacts, claims, markdown_table, readme
+from scalevlm.report.compare_md import RunFacts, claim_lines, differences, markdown_table, readme
 from scalevlm.report.compare_plots import plot_all
 from scalevlm.runtime import stage_main, write_json
 from scalevlm.study import claims_markdown
@@ -90,10 +95,10 @@ def _wall_time(metrics: dict[str, Any]) -> float | None:
 def load_arms(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
     """(metrics by arm, predictions by arm keyed by sample id)."""
     metrics, preds = {}, {}
-    for arm in ARMS:
-        folder = root / eval_report(arm)
-        metrics[arm] = _read_json(folder / METRICS)
-        preds[arm] = {row["id"]: row for _, row in read_jsonl(folder / PREDICTIONS)}
+    for name in ARMS:
+        folder = root / eval_report(name)
+        metrics[name] = _read_json(folder / METRICS)
+        preds[name] = {row["id"]: row for _, row in read_jsonl(folder / PREDICTIONS)}
     return metrics, preds
 
 
@@ -103,9 +108,9 @@ def training_times(root: Path) -> dict[str, float | None]:
     grpo = {m: _wall_time(_read_json(root / report_dir(TRAIN_GRPO, m) / METRICS)) for m in INITS}
     times: dict[str, float | None] = {}
     for method in METHODS:
-        times[f"sft-{method}"] = sft[method]
+        times[arm("sft", method)] = sft[method]
         s, g = sft[method], grpo[method]
-        times[f"grpo-{method}"] = s + g if s is not None and g is not None else None
+        times[arm("grpo", method)] = s + g if s is not None and g is not None else None
         times[f"grpo-only-{method}"] = g
     return times
 
@@ -178,6 +183,17 @@ def study_verdicts(root: Path, name: str | None) -> str | None:
                                            f"## The paper's claims at seed level (`{path.parent}/`, not this run)", 1)
 
 
+def missing_answer_tests(preds: dict[str, dict[str, dict[str, Any]]], ids: list[str], metrics: dict[str, dict[str, Any]],
+                         rng: np.random.Generator, n_resamples: int) -> dict[str, dict[str, Any]]:
+    """The paper's fourth claim: per generation budget evaluate measured (`missing_answer_at`), the paired test of
+    "has not opened `<answer>` within b tokens", SCALe-SFT vs vanilla SFT; without budgets, the plain missing-tag test
+    at evaluate's max_new_tokens."""
+    a, b = MISSING_PAIR
+    budgets = sorted(set(metrics[a].get("missing_answer_at") or {}) & set(metrics[b].get("missing_answer_at") or {}), key=int)
+    names = {x: f"missing_answer@{x}" for x in budgets} or {"max_new_tokens": "missing_answer"}
+    return {x: paired_tests(preds, ids, [MISSING_PAIR], rng, n_resamples, name=name)[0] for x, name in names.items()}
+
+
 # Stage ------------------------------------------------------------------------------------------------------
 
 
@@ -190,22 +206,24 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
         raise ValueError("the arms share no test sample ids; evaluate them on the same test split")
     rng = np.random.default_rng(cfg.seed)
     times = training_times(root)
-    table = arm_table(metrics, preds, ids, times, rng, cfg.n_resamples)
+    table = arm_table(metrics, preds, ids, times, rng, cfg.n_resamples, PAPER_METRICS)
     tests = paired_tests(preds, ids, PAIRS, rng, cfg.n_resamples)
     by_pair = {(t["a"], t["b"]): t for t in tests}
     missing = tuple(pair for pair in CLAIM_PAIRS if pair not in by_pair)  # claims need them; the table does not
     by_pair.update({(t["a"], t["b"]): t for t in paired_tests(preds, ids, missing, rng, cfg.n_resamples)})
-    # the paper's fourth claim: SCALe-SFT leaves fewer outputs without an <answer> tag than vanilla SFT
-    missing = paired_tests(preds, ids, [("sft-scale", "sft-vanilla")], rng, cfg.n_resamples, name="missing_answer")[0]
-    s, v = times.get("sft-scale"), times.get("grpo-vanilla")
+    missing_tests = missing_answer_tests(preds, ids, metrics, rng, cfg.n_resamples)
+    s, v = (times.get(a) for a in TIME_RATIO)
     ratio = s / v if s is not None and v else None
     out = root / COMPARE_REPORT
     curves = {m: read_curves(root / report_dir(TRAIN_SFT, m)) for m in METHODS}
-    claim_lines = claims(table, by_pair, ratio, cfg.alpha, missing)
+    never = all(t["a_only"] == 0 and t["b_only"] == 0 and t["diff"] == 0 for t in missing_tests.values())
+    found = verdicts(differences(list(by_pair.values())), None if ratio is None else Interval(ratio, ratio, ratio),
+                     {b: differences([t])[MISSING_PAIR] for b, t in missing_tests.items()}, never)
+    claim_text = claim_lines(found)
     chance = majority_baseline(root, ids)
     grpo = grpo_runs(root)
     summary = {"n": len(ids), "chance_majority_answer": chance, "arms": table, "tests": tests, "grpo_runs": grpo,
-               "missing_answer_test": missing, "claims": claim_lines, "train_time_s": times,
+               "missing_answer_tests": missing_tests, "claims": [v.to_dict() for v in found], "train_time_s": times,
                "time_ratio_scale_sft_over_sft_plus_grpo": ratio, "left_out_samples": dropped}
     bench = compare_benchmarks(root, cfg.seed, cfg.n_resamples)  # ScienceQA/IconQA rows; {} when none were evaluated
     if bench:
@@ -216,7 +234,7 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
         plots = plot_all(staging / "plots", table, preds, ids, curves)
         write_json(staging / METRICS, summary)
         (staging / "table.md").write_text(markdown_table(table, tests, ratio) + benchmark_markdown(bench), encoding="utf-8")
-        (staging / "README.md").write_text(readme(table, tests, claim_lines, metrics, times, ratio, cfg.alpha, chance, facts, grpo,
+        (staging / "README.md").write_text(readme(table, tests, claim_text, metrics, times, ratio, cfg.alpha, chance, facts, grpo,
                                                   seed_level)
                                            + benchmark_markdown(bench), encoding="utf-8")
     log.info("compared %d arms on %d samples; plots %s", len(ARMS), len(ids), plots)

@@ -164,3 +164,19 @@ def test_stage_outputs_and_data_deps_are_the_facts(name: str) -> None:
         assert sorted(data) == sorted(p.as_posix() for p in facts.inputs(name, where)), (name, item)
         code = [d for d in _paths(spec["deps"]) if not re.match(r"(data|models|reports)/", d)]
         assert all(re.match(r"(stages|src|metrics)/", d) for d in code), code
+
+
+def _string_constants(path: Path) -> set[str]:
+    return {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+def test_no_arm_name_is_spelled_outside_the_facts_module() -> None:
+    """Arm names come from `scalevlm.facts` (ARMS, SFT_SCALE, …) only: a string literal equal to an arm in any other
+    module of the project's code is a second owner of that name."""
+    from scalevlm.facts import ARMS
+
+    facts = ROOT / "src/scalevlm/facts.py"
+    spelled = {str(path.relative_to(ROOT)): sorted(_string_constants(path) & set(ARMS))
+               for folder in ("src", "stages", "flows", "benchmarks", "tools") for path in (ROOT / folder).rglob("*.py")
+               if path != facts}
+    assert not {p: arms for p, arms in spelled.items() if arms}

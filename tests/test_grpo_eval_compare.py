@@ -262,11 +262,14 @@ def test_compare_on_constructed_outputs(tmp_path: Path) -> None:
     assert "**sft-scale** is more accurate than **sft-vanilla**" in readme
     assert "**grpo-vanilla** and **sft-vanilla** are not distinguishable" in readme
     assert "One training seed per arm" in readme
-    assert "1. SCALe-SFT beats vanilla SFT — holds" in readme
-    assert "3. SCALe + GRPO is the best arm — holds only nominally" in readme  # ties sft-scale (both 0.75)
+    # one set of rules with the studies (scalevlm.claims): a tie is not best; the cost needs a time ratio <= 0.5
+    assert "1. SCALe-SFT beats vanilla SFT — supported" in readme
+    assert "2. SCALe-SFT matches vanilla SFT + GRPO at a fraction of the training time — supported" in readme
+    assert "3. SCALe + GRPO is the best arm — undecided: not better than sft-scale (a tie is not best)" in readme
     # vanilla SFT misses <answer> on 12 samples, SCALe-SFT on none: exact McNemar p = 2 / 2**12
-    assert metrics["missing_answer_test"]["diff"] == pytest.approx(-12 / 40)
-    assert "4. SCALe-SFT leaves fewer outputs without `<answer>` than vanilla SFT — holds" in readme
+    missing = metrics["missing_answer_tests"]
+    assert list(missing) == ["max_new_tokens"] and missing["max_new_tokens"]["diff"] == pytest.approx(-12 / 40)  # no budgets measured
+    assert "4. SCALe-SFT leaves fewer outputs without <answer> than vanilla SFT — supported" in readme
     assert len(metrics["claims"]) == 4
     assert "| sft-scale | 0.750 [" in (out / "table.md").read_text()
     for name in ("accuracy_by_arm.png", "think_length.png", "scale_schedule.png"):

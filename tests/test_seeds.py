@@ -110,7 +110,7 @@ def test_a_list_grid_is_one_setting_per_item() -> None:
 
 def test_claim_verdicts_and_time_ratios_from_constructed_experiments(tmp_path) -> None:
     """Five seeds where SCALe-SFT is 5 points above vanilla SFT on every seed (supported), vanilla + GRPO is 1 point
-    above SCALe-SFT (within the 0.03 margin: claim 2 supported), grpo-scale ties some arms (undecided), and SCALe
+    above SCALe-SFT (within the 0.03 margin, time ratio <= 0.5: claim 2 supported), grpo-scale ties some arms (undecided), and SCALe
     misses <answer> on 0.10 more outputs (contradicted)."""
     from scalevlm.study import write_report
 
@@ -130,8 +130,8 @@ def test_claim_verdicts_and_time_ratios_from_constructed_experiments(tmp_path) -
     result = json.loads((out / "study.json").read_text())
     verdicts = {c["claim"][:2]: c["verdict"] for c in result["claims"]}
     assert verdicts["1."] == "supported"
-    assert verdicts["2."].startswith("supported on accuracy")
-    assert verdicts["3."] == "undecided at 5 seeds"
+    assert verdicts["2."] == "supported"  # within the margin, time ratio just under 0.5 on every seed
+    assert verdicts["3."].startswith("undecided: not better than") and "a tie is not best" in verdicts["3."]
     assert verdicts["4."] == "contradicted"
     assert result["time_ratio_scale_sft_over_sft_plus_grpo"]["0"] == pytest.approx(110 / 220)
     table = (out / "table.md").read_text()
@@ -175,7 +175,7 @@ def test_committed_sweep_specs_expand(project_root) -> None:
         assert len({e.name for e in exps}) == len(exps)
         assert all(e.name.startswith(f"{spec['name']}-") for e in exps)
         sizes[path.stem] = len(exps)
-    assert sizes == {"ablation": 12, "study": 5, "count_ablation": 9, "count_study": 5, "count_sum": 5}
+    assert sizes == {"ablation": 6, "leakage": 5, "study": 5, "count_ablation": 9, "count_study": 5, "count_sum": 5}
 
 
 def test_sweep_spec_with_unknown_keys_is_rejected(tmp_path) -> None:

@@ -30,6 +30,8 @@ TRAININGS: tuple[str, ...] = get_args(Training)
 TRAIN_STAGE = {"sft": TRAIN_SFT, "grpo": TRAIN_GRPO}
 Arm = Literal["sft-vanilla", "sft-scale", "grpo-vanilla", "grpo-scale"]  # spelled out for type checkers and the
 ARMS: tuple[str, ...] = get_args(Arm)  # configs' Literal checks; equal to every training × method (tested)
+SFT_VANILLA, SFT_SCALE, GRPO_VANILLA, GRPO_SCALE = ARMS  # the only spelling of an arm (tests/test_contracts.py)
+SFT_ARMS: tuple[str, ...] = (SFT_VANILLA, SFT_SCALE)
 
 
 def arm(training: str, method: str) -> str:
@@ -61,14 +63,24 @@ MATRIX: dict[str, dict[str, tuple[str, ...]]] = {
 # SCALe vs vanilla after SFT and after GRPO, SCALe-SFT vs the vanilla SFT + GRPO baseline (the paper's cost
 # claim), then what GRPO adds to each method.
 METHOD_PAIRS: tuple[tuple[str, str], ...] = (
-    ("sft-scale", "sft-vanilla"), ("grpo-scale", "grpo-vanilla"), ("sft-scale", "grpo-vanilla"))
-GRPO_PAIRS: tuple[tuple[str, str], ...] = (("grpo-vanilla", "sft-vanilla"), ("grpo-scale", "sft-scale"))
+    (SFT_SCALE, SFT_VANILLA), (GRPO_SCALE, GRPO_VANILLA), (SFT_SCALE, GRPO_VANILLA))
+GRPO_PAIRS: tuple[tuple[str, str], ...] = ((GRPO_VANILLA, SFT_VANILLA), (GRPO_SCALE, SFT_SCALE))
 PAIRS = METHOD_PAIRS + GRPO_PAIRS  # compare's table; the study (seed-level) reports METHOD_PAIRS
 # The paper's three claims, and the pairs that check them: SCALe-SFT beats vanilla SFT; SCALe-SFT matches
 # vanilla SFT + GRPO; SCALe + GRPO is the best arm (against each other arm).
-CLAIM_ARM = "grpo-scale"
+CLAIM_ARM = GRPO_SCALE
 CLAIM_PAIRS: tuple[tuple[str, str], ...] = (
-    ("sft-scale", "sft-vanilla"), ("sft-scale", "grpo-vanilla"), *((CLAIM_ARM, a) for a in ARMS if a != CLAIM_ARM))
+    (SFT_SCALE, SFT_VANILLA), (SFT_SCALE, GRPO_VANILLA), *((CLAIM_ARM, a) for a in ARMS if a != CLAIM_ARM))
+MISSING_PAIR = (SFT_SCALE, SFT_VANILLA)  # the fourth claim: fewer outputs without <answer>
+TIME_RATIO = (SFT_SCALE, GRPO_VANILLA)  # claim 2's cost: SCALe-SFT time / the time of vanilla SFT + its GRPO
+
+# evaluate's metrics beyond accuracy that the reports carry per arm (compare) and aggregate over seeds (study)
+PAPER_METRICS: tuple[str, ...] = (
+    "think_correct_rate", "p_answer_given_think_correct", "answer_think_consistency", "think_verbosity",
+    "reference_think_tokens_mean", "reference_answer_ce", "reference_think_ce", "max_new_tokens")
+SEED_METRICS: tuple[str, ...] = (
+    "format_compliance", "missing_answer_rate", "think_correct_rate", "p_answer_given_think_correct",
+    "answer_think_consistency", "think_verbosity", "reference_answer_ce")
 
 # Paths -----------------------------------------------------------------------------------------------------------
 DATA, MODELS, REPORTS = Path("data"), Path("models"), Path("reports")

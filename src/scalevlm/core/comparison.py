@@ -25,15 +25,11 @@ def shared_ids(preds: Rows) -> tuple[list[str], dict[str, int]]:
     return ids, {arm: len(p) - len(ids) for arm, p in preds.items() if len(p) != len(ids)}
 
 
-# evaluate's conditional metrics (stages/evaluate.py `paper_metrics`), carried into the table when present
-PAPER_METRICS = ("think_correct_rate", "p_answer_given_think_correct", "answer_think_consistency", "think_verbosity",
-                 "reference_think_tokens_mean", "reference_answer_ce", "reference_think_ce", "max_new_tokens")
-
-
 def arm_table(metrics: Mapping[str, Mapping[str, Any]], preds: Rows, ids: Sequence[str],
-              times: Mapping[str, float | None], rng: np.random.Generator, n_resamples: int) -> dict[str, dict[str, Any]]:
+              times: Mapping[str, float | None], rng: np.random.Generator, n_resamples: int,
+              carried: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
     """Per arm (in `preds` order): accuracy and format compliance on `ids` with bootstrap CIs, the evaluate
-    stage's rates and lengths, and the training time."""
+    stage's rates, failure reasons and lengths, the training time, and the `carried` metrics when present."""
     table = {}
     for arm in preds:
         correct = [float(preds[arm][i]["correct"]) for i in ids]
@@ -46,17 +42,22 @@ def arm_table(metrics: Mapping[str, Mapping[str, Any]], preds: Rows, ids: Sequen
             "format_compliance": f, "format_low": flo, "format_high": fhi,
             "answer_parse_rate": m.get("answer_parse_rate"), "missing_answer_rate": m.get("missing_answer_rate"),
             "think_tokens_mean": m.get("think_tokens_mean"), "answer_tokens_mean": m.get("answer_tokens_mean"),
-            "train_time_s": times.get(arm),
-            **{k: m.get(k) for k in PAPER_METRICS},
+            "train_time_s": times.get(arm), "reasons": m.get("reasons") or {},
+            "missing_answer_at": m.get("missing_answer_at") or {},
+            **{k: m.get(k) for k in carried},
         }
     return table
 
 
 def outcome(row: Mapping[str, Any], name: str) -> float:
-    """A per-sample 0/1 outcome of a predictions.jsonl row: `correct`, or `missing_answer` (no `<answer>` tag in
-    the completion, as the format_compliance metric counts it)."""
+    """A per-sample 0/1 outcome of a predictions.jsonl row: `correct`, `missing_answer` (no `<answer>` tag in
+    the completion, as the format_compliance metric counts it), or `missing_answer@<b>` (not opened within b
+    generated tokens, from the row's `answer_open_token`; see `stages.evaluate.missing_answer_at`)."""
     if name == "missing_answer":
         return float(ANSWER_OPEN not in row["completion"])
+    if name.startswith("missing_answer@"):
+        opened = row.get("answer_open_token")
+        return float(opened is None or opened > int(name.split("@", 1)[1]))
     return float(row[name])
 
 

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scalevlm.claims import Difference, Verdict
 from scalevlm.core.comparison import decisive_p
-from scalevlm.facts import ARMS, GENERATED_SOURCES, INITS, TINY_MODEL
+from scalevlm.facts import ARMS, GENERATED_SOURCES, INITS, SFT_SCALE, SFT_VANILLA, TINY_MODEL
 
 Table = Mapping[str, Mapping[str, Any]]  # arm -> row of scalevlm.core.comparison.arm_table
 Tests = Sequence[Mapping[str, Any]]  # rows of scalevlm.core.comparison.paired_tests
@@ -62,6 +63,20 @@ def paper_table(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_table(table: Table) -> str:
+    """Format compliance per arm with every failure counted by the segment rule's reason, and the missing-`<answer>`
+    rate at each generation budget (`evaluate`'s `missing_answer_at`)."""
+    reasons = sorted({r for row in table.values() for r in row.get("reasons", {})})
+    budgets = sorted({b for row in table.values() for b in row.get("missing_answer_at", {})}, key=int)
+    lines = ["| arm | format compliance | " + " | ".join(f"`{r}`" for r in reasons) + "".join(
+        f" | missing `<answer>` @{b}" for b in budgets) + " |", "|---|---|" + "---|" * (len(reasons) + len(budgets))]
+    for name, row in table.items():
+        cells = [_fmt(row.get("reasons", {}).get(r, 0.0)) for r in reasons]
+        cells += [_fmt(row.get("missing_answer_at", {}).get(b)) for b in budgets]
+        lines.append(f"| {name} | {_fmt(row['format_compliance'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def source_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
     sources = sorted({s for m in metrics.values() for s in m.get("by_source", {})})
     lines = ["| arm | " + " | ".join(f"{s} accuracy" for s in sources) + " |", "|---|" + "---|" * len(sources)]
@@ -85,39 +100,14 @@ def verdict(t: Mapping[str, Any], alpha: float) -> str:
     return f"**{t['a']}** and **{t['b']}** are not distinguishable on this test set ({_stat(t)})."
 
 
-def claims(table: Table, by_pair: Mapping[tuple[str, str], Mapping[str, Any]], ratio: float | None,
-           alpha: float, missing: Mapping[str, Any] | None = None) -> list[str]:
-    """The paper's claims, each checked against this run's numbers (a sentence per claim); the fourth (fewer
-    outputs miss `<answer>`) when `missing`, the paired test of the missing-answer indicator, is given."""
-    sig = lambda a, b: decisive_p(by_pair[(a, b)]) < alpha  # noqa: E731
-    t1 = by_pair[("sft-scale", "sft-vanilla")]
-    c1 = "holds" if sig("sft-scale", "sft-vanilla") and t1["diff"] > 0 else (
-        "contradicted: SCALe-SFT is less accurate" if sig("sft-scale", "sft-vanilla") else "not supported: no significant difference")
-    t2 = by_pair[("sft-scale", "grpo-vanilla")]
-    worse = sig("sft-scale", "grpo-vanilla") and t2["diff"] < 0
-    cost = f"time ratio {_fmt(ratio, 2)}; the paper reports about 1/7" if ratio is not None else "training times missing"
-    c2 = "does not hold: SCALe-SFT is less accurate" if worse else "holds on accuracy: SCALe-SFT is not worse"
-    others = [a for a in ARMS if a != "grpo-scale"]
-    best = all(table["grpo-scale"]["accuracy"] >= table[a]["accuracy"] for a in others)
-    c3 = ("holds" if best and all(sig("grpo-scale", a) for a in others) else
-          "holds only nominally: highest, but not significantly" if best else "does not hold: another arm is more accurate")
-    return [
-        f"1. SCALe-SFT beats vanilla SFT — {c1} ({_stat(t1)}).",
-        f"2. SCALe-SFT matches vanilla SFT + GRPO at a fraction of the cost — {c2} ({_stat(t2)}; {cost}).",
-        f"3. SCALe + GRPO is the best arm — {c3} (grpo-scale {_fmt(table['grpo-scale']['accuracy'])}, "
-        f"best other {_fmt(max(table[a]['accuracy'] for a in others))}).",
-        *([f"4. SCALe-SFT leaves fewer outputs without `<answer>` than vanilla SFT — {missing_claim(missing, alpha)}"]
-          if missing is not None else []),
-    ]
+def differences(tests: Tests) -> dict[tuple[str, str], Difference]:
+    """The paired tests as `claims.Difference`s (bootstrap interval over the test samples), keyed by (a, b)."""
+    return {(t["a"], t["b"]): Difference(t["a"], t["b"], t["diff"], t["diff_low"], t["diff_high"], _stat(t)) for t in tests}
 
 
-def missing_claim(t: Mapping[str, Any], alpha: float) -> str:
-    rates = f"missing rate Δ = {_fmt(t['diff'])}, 95% CI [{_fmt(t['diff_low'])}, {_fmt(t['diff_high'])}], p = {_fmt(decisive_p(t), 4)}"
-    if t["a_only"] == 0 and t["b_only"] == 0 and t["diff"] == 0:
-        return f"not testable here: the two arms miss it on exactly the same samples ({rates})."
-    if decisive_p(t) < alpha:
-        return f"{'holds' if t['diff'] < 0 else 'contradicted: SCALe-SFT misses it more often'} ({rates})."
-    return f"not supported: no significant difference ({rates})."
+def claim_lines(found: Sequence[Verdict]) -> list[str]:
+    """One sentence per claim: `<claim> — <verdict> (<evidence>).`"""
+    return [f"{v.claim} — {v.verdict} ({v.evidence})." for v in found]
 
 
 # Caveats: what this run is, from its own reports ---------------------------------------------------------------
@@ -208,14 +198,14 @@ def grpo_line(grpo: Mapping[str, Mapping[str, Any]] | None) -> str:
     return "- GRPO " + "; ".join(parts) + "." if parts else ""
 
 
-def readme(table: Table, tests: Tests, claim_lines: Sequence[str], metrics: Mapping[str, Mapping[str, Any]],
+def readme(table: Table, tests: Tests, claim_text: Sequence[str], metrics: Mapping[str, Mapping[str, Any]],
            times: Mapping[str, float | None], ratio: float | None, alpha: float, chance: float | None,
            run: RunFacts, grpo: Mapping[str, Mapping[str, Any]] | None = None, seed_level: str | None = None) -> str:
     """The compare README; `seed_level`: a committed multi-seed study's claim verdicts (markdown), quoted after this
     run's."""
     best = max(table, key=lambda arm: table[arm]["accuracy"])
     n = next(iter(table.values()))["n"]
-    grpo_cost = [f"{m}: {_fmt(times.get(f'grpo-only-{m}'), 1)} s" for m in INITS]
+    grpo_cost = [f"{m}: {_fmt(times.get(f'grpo-only-{m}'), 1)} s" for m in INITS]  # compare.training_times
     base = (grpo or {}).get("vanilla") or {}  # the GRPO run in the ratio: the one from vanilla SFT
     why_ratio = ("GRPO from vanilla SFT hit its max_steps cap before its held-out plateau, so the ratio understates "
                  "what GRPO to a plateau costs" if base.get("heldout_first") is not None and not base.get("stopped_at_plateau")
@@ -227,17 +217,23 @@ def readme(table: Table, tests: Tests, claim_lines: Sequence[str], metrics: Mapp
         f"Test samples: {n} (the same samples for every arm, paired by id). Highest accuracy: **{best}** "
         f"({_fmt(table[best]['accuracy'])}). Chance (always the most frequent training answer): {_fmt(chance)}. "
         f"Tests at α = {alpha}.", "",
-        "## The paper's claims, checked on this run", "", *claim_lines, "",
+        "## The paper's claims, checked on this run", "",
+        "The rules (`scalevlm.claims`, the same as the multi-seed studies'): a claim is supported when the 95% interval "
+        "of the difference lies on its side, contradicted on the other side, undecided when it holds 0; claim 2 needs "
+        "accuracy within the non-inferiority margin and a time ratio at most the declared fraction; a tie is not best.",
+        "", *claim_text, "",
         "One training seed cannot settle a claim about a method: the verdicts over several seeds (supported / contradicted / "
         "undecided at n seeds) come from the multi-seed studies, `reports/study/<name>/table.md` (`python -m flows.sweep "
         "sweeps/study.yaml`; the README summarises them)" + (", quoted below." if seed_level else "."), "",
         *([seed_level.strip(), ""] if seed_level else []),
         "## Table", "", markdown_table(table, tests, ratio), *(["The paper's metrics per arm (think correctness and "
         "consistency from the records' `think_fact`; CE teacher-forced on the reference completions of the test samples):",
-        "", paper_table(table)] if paper_table(table) else []), "Accuracy per source:", "", source_table(metrics),
+        "", paper_table(table)] if paper_table(table) else []),
+        "Format failures by the segment rule's reason (shares of the test samples), and outputs that had not opened "
+        "`<answer>` within each generation budget:", "", format_table(table), "Accuracy per source:", "", source_table(metrics),
         "## Paired tests", "", *[f"- {verdict(t, alpha)}" for t in tests], "",
         "## Training cost", "",
-        f"- SFT: vanilla {_fmt(times.get('sft-vanilla'), 1)} s, SCALe {_fmt(times.get('sft-scale'), 1)} s; "
+        f"- SFT: vanilla {_fmt(times.get(SFT_VANILLA), 1)} s, SCALe {_fmt(times.get(SFT_SCALE), 1)} s; "
         f"GRPO on top: {', '.join(grpo_cost)}.",
         *([grpo_line(grpo)] if grpo_line(grpo) else []),
         f"- SCALe-SFT time / (vanilla SFT + GRPO time) = {_fmt(ratio, 2)} (the paper reports about 1/7; {why_ratio}).",
