@@ -36,7 +36,8 @@ import torch  # noqa: E402
 from scalevlm.config import load_config  # noqa: E402
 from scalevlm.runtime import write_json  # noqa: E402
 from scalevlm.training.config import SFTSettings, sft_config  # noqa: E402
-from scalevlm.training.data import read_split, sft_dataset  # noqa: E402
+from scalevlm.training.data import sft_dataset  # noqa: E402
+from scalevlm.validation import read_split  # noqa: E402
 from stages.prepare_model import Config as PrepareConfig  # noqa: E402
 
 VARIANTS = ("trl", "vanilla", "scale")
@@ -47,7 +48,7 @@ OUT = ROOT / "reports" / "benchmarks"
 def base_model(tmp: Path) -> tuple[Any, Any]:
     """The prepared model if the pipeline has made one, else the tiny model built from params."""
     from scalevlm.modeling import build_tiny, load_model_and_processor
-    from scalevlm.training.data import training_text
+    from scalevlm.prompts import training_text
 
     prepared = ROOT / "models" / "prepare_model"
     if (prepared / "config.json").is_file():

@@ -43,14 +43,14 @@ def load_records(root: str, split: str, benchmark: str | None, max_samples: int 
     """The records to evaluate: a validated split (pulled from the remote when missing) or a benchmark file."""
     from scalevlm.records import read_records
     from scalevlm.remote import pull
-    from scalevlm.training.data import read_split
-    from scalevlm.validation.layout import split_file
+    from scalevlm.validation import read_split
+    from scalevlm.validation.layout import split_path
 
     project = Path(root)
     if benchmark is not None:
         records = sorted(read_records(project / benchmark), key=lambda r: r.id)
         return records[:max_samples] if max_samples is not None else records
-    if not split_file(project, split).is_file():
+    if not split_path(project, split).is_file():
         get_run_logger().info("pulling %s from the DVC remote: %s", SPLIT_DATA, pull(project, SPLIT_DATA))
     return read_split(project, split, max_samples)
 
@@ -59,9 +59,10 @@ def load_records(root: str, split: str, benchmark: str | None, max_samples: int 
 def evaluate_version(root: str, version: dict[str, Any], records: list[Any]) -> dict[str, Any]:
     """Score the fetched model with the evaluate stage's config, generation and metric modules."""
     from scalevlm.config import load_config
-    from stages.evaluate import NAME, Config, evaluate_model
+    from scalevlm.evaluation.runner import EvaluateSettings, evaluate_model
+    from scalevlm.facts import EVALUATE
 
-    cfg = load_config(Config, str(Path(root) / "params.yaml"), NAME)
+    cfg = load_config(EvaluateSettings, str(Path(root) / "params.yaml"), EVALUATE)
     _, metrics = evaluate_model(cfg, Path(root), Path(version["folder"]), records, version["ref"])
     return metrics
 

@@ -25,12 +25,12 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from scalevlm.benchmarks.report import compare_benchmarks
-from scalevlm.benchmarks.report import markdown as benchmark_markdown
 from scalevlm.claims import Interval, verdicts
 from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems, Range
 from scalevlm.core.comparison import arm_table, majority_accuracy, paired_tests, shared_ids
 from scalevlm.errors import MissingInputError
+from scalevlm.evaluation.benchmarks.report import compare_benchmarks
+from scalevlm.evaluation.benchmarks.report import markdown as benchmark_markdown
 from scalevlm.facts import (
     ARMS,
     CLAIM_PAIRS,

@@ -32,12 +32,13 @@ from scalevlm.guard import atomic_dir
 from scalevlm.modeling import TinySpec, build_tiny, load_model_and_processor, save_model_and_processor
 from scalevlm.modeling.images import set_pixel_bounds, visual_tokens
 from scalevlm.modeling.perception import PerceptionConfig, pretrain_perception
+from scalevlm.prompts import training_text
 from scalevlm.provenance import write_provenance
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads, stage_main, write_json
 from scalevlm.sources.reasoning_grid import CAPTION_QUESTION, caption_sample
 from scalevlm.sources.synthetic import GridDrawing
-from scalevlm.training.data import read_split, training_text
+from scalevlm.validation import read_split
 
 NAME = "prepare_model"
 OUT_MODEL = BASE_MODEL

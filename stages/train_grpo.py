@@ -34,8 +34,8 @@ def run(cfg: Config, root: Path, init: str) -> dict[str, Any]:
     resumes them from the newest complete checkpoint of an interrupted run with the same fingerprint."""
     from accelerate import PartialState
 
-    from scalevlm.training.data import read_split
     from scalevlm.training.grpo import GRPOPaths, run_grpo
+    from scalevlm.validation import read_split
 
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; expected one of {INITS}")

@@ -25,8 +25,8 @@ from scalevlm.facts import BASE_MODEL, DVCLIVE, LOG_HISTORY, METHODS, METRICS, m
 from scalevlm.provenance import write_provenance
 from scalevlm.runtime import matrix_main, write_json
 from scalevlm.training.config import SFTSettings
-from scalevlm.training.data import read_split
 from scalevlm.training.sft import SFTPaths, run_sft
+from scalevlm.validation import read_split
 
 NAME = "train_sft"
 log = logging.getLogger(NAME)

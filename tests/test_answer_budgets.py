@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from scalevlm.inference import tokens_to_open_answer
-from stages.evaluate import answer_budgets, missing_answer_at
+from scalevlm.evaluation.generation import tokens_to_open_answer
+from scalevlm.evaluation.scoring import answer_budgets, missing_answer_at
 
 
 def test_tokens_to_open_answer_finds_a_tag_split_over_tokens() -> None:

@@ -11,11 +11,11 @@ import pytest
 from benchmark_fixtures import iconqa_lmms_lab, scienceqa_derek_thomas, scienceqa_lmms_lab
 from tiny_project import grid, grid_project
 
-from scalevlm.benchmarks.sources import Benchmark, BenchmarkError, Item, Skipped, read
 from scalevlm.config import ConfigError, load_config, load_params
 from scalevlm.core import mcq
+from scalevlm.evaluation.benchmarks.sources import Benchmark, BenchmarkError, Item, Skipped, read
+from scalevlm.evaluation.generation import Generation
 from scalevlm.facts import ARMS
-from scalevlm.inference import Generation
 from scalevlm.records import read_jsonl
 from scalevlm.runtime import write_json
 
@@ -62,7 +62,7 @@ def test_prompts_are_lmms_evals() -> None:
 
 
 def test_a_row_is_scored_on_its_answer_block_and_on_the_raw_completion() -> None:
-    from scalevlm.benchmarks.evaluation import score
+    from scalevlm.evaluation.benchmarks.evaluation import score
 
     item = Item(id="b/1", images=(), prompt="p", target="B", choices=("x", "y"), group="g")
     tagged = score(item, Generation("<think>it is y</think><answer>B</answer>", 9, 6, 3))
@@ -214,7 +214,7 @@ def test_evaluate_runs_the_benchmarks_and_compare_shows_a_row_per_arm_and_benchm
 def test_a_benchmark_evaluated_by_some_arms_only_is_left_out_by_name(project: Path, tmp_path: Path) -> None:
     import shutil
 
-    from scalevlm.benchmarks.report import compare_benchmarks, markdown
+    from scalevlm.evaluation.benchmarks.report import compare_benchmarks, markdown
     from stages.evaluate import run as evaluate
 
     root = tmp_path / "p"
@@ -229,7 +229,7 @@ def test_a_benchmark_evaluated_by_some_arms_only_is_left_out_by_name(project: Pa
 
 def test_benchmark_rows_pair_the_arms_on_shared_questions(tmp_path: Path) -> None:
     """Constructed predictions: the per-arm accuracy, its CI and the paired McNemar test of each benchmark."""
-    from scalevlm.benchmarks.report import compare_benchmarks, markdown
+    from scalevlm.evaluation.benchmarks.report import compare_benchmarks, markdown
 
     base, better = [1] * 10 + [0] * 10, [1] * 20  # sft-scale right on 10 more questions than sft-vanilla
     for arm, correct in zip(ARMS, (base, better, base, base), strict=True):

@@ -13,7 +13,7 @@ from families import _bpe
 from transformers import PreTrainedTokenizerFast
 
 from scalevlm.core.segments import ANSWER, IGNORE, THINK, think_end_char, token_segment_labels
-from scalevlm.training.labels import PieceDecoder, batch_segment_labels
+from scalevlm.labels import PieceDecoder, batch_segment_labels
 
 COMPLETION = "<think>row 1: red blue. 1 red</think><answer>3</answer>"
 

@@ -84,6 +84,8 @@ LAYERS = [
     ("src/scalevlm/core", ("prefect", "dvc", "dvclive", "trl", "transformers", "datasets", "great_expectations", "stages", "flows", "PIL")),
     ("src/scalevlm", ("prefect", "stages", "flows")),
     ("stages", ("prefect", "flows")),
+    # flows reach stages through DVC or a CLI subprocess only, and hold no ML (README: architecture)
+    ("flows", ("stages", "torch", "transformers", "trl")),
 ]
 
 
@@ -92,6 +94,11 @@ def test_dependencies_point_one_way(folder: str, forbidden: tuple[str, ...]) -> 
     for path in (ROOT / folder).rglob("*.py"):
         bad = {m for m in _imports(path) if m.split(".")[0] in forbidden}
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+    if folder == "src/scalevlm":  # lower floors never import the training floor (prompts, labels, evaluation are below it)
+        for sub in ("core", "evaluation", "modeling", "labels.py", "prompts.py", "validation"):
+            for path in (ROOT / folder / sub).rglob("*.py") if (ROOT / folder / sub).is_dir() else [ROOT / folder / sub]:
+                up = {m for m in _imports(path) if m.startswith("scalevlm.training")}
+                assert not up, f"{path.relative_to(ROOT)} imports {sorted(up)}: an import that runs back up"
     if folder.endswith("core"):
         for path in (ROOT / folder).rglob("*.py"):
             outside = {m for m in _imports(path) if m.startswith("scalevlm") and not m.startswith("scalevlm.core")}

@@ -59,7 +59,7 @@ def sft_prompt_ids(processor: object, root: Path, record: Record) -> list[int]:
     """The prompt ids TRL's SFT collator builds for `record` (its unsupervised, non-padding positions)."""
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-    from scalevlm.training.data import completion_messages, prompt_messages
+    from scalevlm.prompts import completion_messages, prompt_messages
 
     collator = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)
     batch = collator([{"images": _images(root, record), "prompt": prompt_messages(record),
@@ -72,7 +72,7 @@ def grpo_prompt_ids(trainer: object, root: Path, record: Record) -> list[int]:
     """The prompt ids our GRPO trainer generates from for `record` (TRL's own prompt tokenisation)."""
     from trl.data_utils import prepare_multimodal_messages
 
-    from scalevlm.training.data import prompt_messages
+    from scalevlm.prompts import prompt_messages
 
     prompt = prepare_multimodal_messages(prompt_messages(record), images=_images(root, record))
     ids, _, _ = trainer._tokenize_prompts([prompt])  # type: ignore[attr-defined]
@@ -80,7 +80,7 @@ def grpo_prompt_ids(trainer: object, root: Path, record: Record) -> list[int]:
 
 
 def eval_prompt_ids(processor: object, root: Path, record: Record) -> list[int]:
-    from scalevlm.inference import PROMPT_TOKENIZE_KWARGS, prompt_text
+    from scalevlm.evaluation.generation import PROMPT_TOKENIZE_KWARGS, prompt_text
 
     text = prompt_text(processor, record.question, len(record.images))
     out = processor(text=[text], images=[_images(root, record)], return_tensors="pt", **PROMPT_TOKENIZE_KWARGS)  # type: ignore[operator]
@@ -95,8 +95,8 @@ def test_prompt_ids_identical_in_sft_grpo_and_evaluation(project: tuple[Path, di
 
     from scalevlm.core.rewards import reward_functions
     from scalevlm.modeling import load_model_and_processor
-    from scalevlm.training.data import read_split
     from scalevlm.training.grpo import grpo_config
+    from scalevlm.validation import read_split
 
     root, hub = project
     model, processor = load_model_and_processor(hub[family])

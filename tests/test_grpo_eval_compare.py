@@ -97,7 +97,8 @@ def test_grpo_batch_size_is_global_like_sft(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_grpo_dataset_is_the_sft_rows_without_completion_and_refuses_missing_images(project: Path, tmp_path: Path) -> None:
-    from scalevlm.training.data import grpo_dataset, read_split, sft_dataset
+    from scalevlm.training.data import grpo_dataset, sft_dataset
+    from scalevlm.validation import read_split
 
     records = read_split(project, "train", 4)
     sft, grpo = sft_dataset(project, records), grpo_dataset(project, records)
@@ -144,7 +145,7 @@ def test_reference_losses_are_the_models_own_token_losses(project: Path) -> None
     import torch
     from PIL import Image
 
-    from scalevlm.inference import PROMPT_TOKENIZE_KWARGS, prompt_text, reference_losses
+    from scalevlm.evaluation.generation import PROMPT_TOKENIZE_KWARGS, prompt_text, reference_losses
     from scalevlm.modeling import load_model_and_processor
     from scalevlm.validation import image_paths, load_split
 
@@ -166,7 +167,7 @@ def test_reference_losses_are_the_models_own_token_losses(project: Path) -> None
 
 
 def test_paper_metrics_condition_on_the_think() -> None:
-    from stages.evaluate import paper_metrics
+    from scalevlm.evaluation.scoring import paper_metrics
 
     rows = [  # think right & answer right, think right & answer wrong, think wrong & answer right, no judgement
         {"correct": 1, "think_correct": 1, "think_consistent": 1, "think_tokens": 30, "ref_think_tokens": 20,
@@ -196,7 +197,8 @@ def test_evaluate_unknown_arm_and_missing_model(project: Path) -> None:
 
 def test_evaluate_scoring_with_metric_modules() -> None:
     """Known completions through prediction_row + the `evaluate` modules: every rate is checkable by hand."""
-    from stages.evaluate import Generation, load_metrics, prediction_row, summarise
+    from scalevlm.evaluation.generation import Generation
+    from scalevlm.evaluation.scoring import load_metrics, prediction_row, score_rows
 
     def rec(i: int, answer: str, answer_type: str, choices: tuple[str, ...] | None, source: str) -> Record:
         return Record(id=f"s/{i}", images=(), question="q", reasoning="r", answer=answer, answer_type=answer_type,
@@ -210,7 +212,7 @@ def test_evaluate_scoring_with_metric_modules() -> None:
     ]
     rows = [prediction_row(r, Generation(text, 5, 4, 1)) for r, text, _ in cases]
     assert [r["correct"] for r in rows] == [c[2] for c in cases]
-    metrics = summarise(rows, *load_metrics())
+    metrics = score_rows(rows, *load_metrics())
     assert metrics["accuracy"] == 0.5 and metrics["format_compliance"] == 0.5
     assert metrics["missing_answer_rate"] == 0.25 and metrics["answer_parse_rate"] == 0.5
     assert metrics["reasons"] == {"repeated_tag": 0.25, "missing_answer": 0.25}

@@ -10,10 +10,10 @@ import pytest
 from test_grpo_eval_compare import eval_cfg, project  # noqa: F401  (the module's tiny-model project fixture)
 
 from scalevlm.core.segments import Reason
-from scalevlm.inference import Generation, GenerationOptions
+from scalevlm.evaluation.generation import Generation, GenerationOptions
 from scalevlm.predict import Prediction, load, main
 from scalevlm.records import read_jsonl
-from scalevlm.training.data import read_split
+from scalevlm.validation import read_split
 
 MODEL = "models/train_sft/scale"
 

@@ -17,10 +17,11 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 from scalevlm.core.scale_loss import ANSWER, TAG, THINK, scale_loss, shifted_token_ce
+from scalevlm.labels import PieceDecoder, batch_segment_labels, sequence_segment_labels
 from scalevlm.modeling import train_tokenizer
 from scalevlm.training.config import LoraSettings, ScaleSettings, SFTSettings, sft_config
-from scalevlm.training.data import read_split, sft_dataset
-from scalevlm.training.labels import PieceDecoder, batch_segment_labels, sequence_segment_labels
+from scalevlm.training.data import sft_dataset
+from scalevlm.validation import read_split
 from stages import train_sft
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Think and answer lengths of the r1grid training split in the prepared model's tokens (the paper's imbalance).
 
-Segments follow the SFT rule (`scalevlm.training.labels.sequence_segment_labels`): think = first completion token
+Segments follow the SFT rule (`scalevlm.labels.sequence_segment_labels`): think = first completion token
 through `</think>`, answer = the rest through end of turn. Reads data/validate_segments/train.jsonl and
 models/prepare_model; prints Markdown (committed as token_stats.md).
 
@@ -12,8 +12,8 @@ import statistics
 from pathlib import Path
 
 from scalevlm.core.segments import ANSWER, THINK
+from scalevlm.labels import PieceDecoder, sequence_segment_labels
 from scalevlm.modeling import load_model_and_processor
-from scalevlm.training.labels import PieceDecoder, sequence_segment_labels
 from scalevlm.validation import load_split
 
 ROOT = Path(__file__).resolve().parents[2]

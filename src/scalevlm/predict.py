@@ -5,7 +5,7 @@
 
 `--model` is a registry stage (`prod`), a version (`v0.0.3`) — fetched from the DVC remote into
 `models/registry/<artifact>@<version>/` on first use (`scalevlm.registry.fetch`) — or a folder written by
-`save_pretrained` (e.g. models/train_sft/scale). Prompt and generation are `scalevlm.inference`'s, the same as the
+`save_pretrained` (e.g. models/train_sft/scale). Prompt and generation are `scalevlm.evaluation.generation`'s, the same as the
 `evaluate` stage: greedy by default, so with the same batch `predict` reproduces the evaluation's completions.
 Each answer comes with the segment-rule verdict. Python API:
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from scalevlm.core.segments import parse_completion
-from scalevlm.inference import GREEDY, Generation, GenerationOptions, generate
+from scalevlm.evaluation.generation import GREEDY, Generation, GenerationOptions, generate
 
 STAGE_NAME = re.compile(r"[a-z][a-z0-9-]*")  # a GTO stage (prod, staging), as opposed to a folder or a hub id
 

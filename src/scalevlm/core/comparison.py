@@ -52,7 +52,7 @@ def arm_table(metrics: Mapping[str, Mapping[str, Any]], preds: Rows, ids: Sequen
 def outcome(row: Mapping[str, Any], name: str) -> float:
     """A per-sample 0/1 outcome of a predictions.jsonl row: `correct`, `missing_answer` (no `<answer>` tag in
     the completion, as the format_compliance metric counts it), or `missing_answer@<b>` (not opened within b
-    generated tokens, from the row's `answer_open_token`; see `stages.evaluate.missing_answer_at`)."""
+    generated tokens, from the row's `answer_open_token`; see `scalevlm.evaluation.scoring.missing_answer_at`)."""
     if name == "missing_answer":
         return float(ANSWER_OPEN not in row["completion"])
     if name.startswith("missing_answer@"):

@@ -1,4 +1,4 @@
-"""Benchmark prompts and scoring as lmms-eval does them for ScienceQA and IconQA (pure; used by `scalevlm.benchmarks`).
+"""Benchmark prompts and scoring as lmms-eval does them for ScienceQA and IconQA (pure; used by `scalevlm.evaluation.benchmarks`).
 
 Prompts (lmms-eval's `default` format, so a score here means what an lmms-eval score means):
 

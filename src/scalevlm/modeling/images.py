@@ -43,7 +43,7 @@ def visual_tokens(processor: Any, width: int, height: int) -> int:
     """Image tokens in the prompt for one `width`×`height` image (placeholders the model fills with image features)."""
     from PIL import Image
 
-    from scalevlm.training.data import user_turn
+    from scalevlm.prompts import user_turn
 
     # not inference.prompt_text: prepare_model reports this, and must not re-run when the prompt code changes
     text = processor.apply_chat_template(user_turn("?", 1), tokenize=False, add_generation_prompt=True)

@@ -63,7 +63,7 @@ def _batch(processor: Any, images: Sequence[Any], question: str, captions: Seque
     """Prompt + caption + end of turn, with labels on the caption tokens only (the prompt is the one `inference` uses)."""
     import torch
 
-    from scalevlm.inference import PROMPT_TOKENIZE_KWARGS, prompt_text
+    from scalevlm.evaluation.generation import PROMPT_TOKENIZE_KWARGS, prompt_text
 
     tok = processor.tokenizer
     prompts = [prompt_text(processor, question, 1) for _ in captions]
@@ -83,7 +83,7 @@ def _batch(processor: Any, images: Sequence[Any], question: str, captions: Seque
 def evaluate_perception(model: Any, processor: Any, samples: Sequence[tuple[Any, str, list[list[str]]]], question: str,
                         max_new_tokens: int, batch_size: int = 50) -> dict[str, float]:
     """Greedy captions of held-out images, scored against their cells (means over the images)."""
-    from scalevlm.inference import GenerationOptions, generate
+    from scalevlm.evaluation.generation import GenerationOptions, generate
 
     model.eval()
     scores: list[dict[str, float]] = []

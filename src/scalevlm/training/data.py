@@ -1,8 +1,6 @@
 """Training data: reading the validated splits and converting Records to TRL's prompt/completion vision format.
 
-The one place that knows where training stages read their records: `read_split` (validated splits of
-`validate_segments`, whose image paths are relative to the project root, see `scalevlm.validation.layout`).
-Switching the source is a change here and in the stages' dvc.yaml deps, nothing else.
+Records are read with `scalevlm.validation.read_split`; their chat turns are `scalevlm.prompts`'.
 """
 
 from __future__ import annotations
@@ -12,37 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from scalevlm.errors import MissingInputError
+from scalevlm.prompts import completion_messages, prompt_messages
 from scalevlm.records import Record
-from scalevlm.validation import OUT_DIR, image_paths, load_split
-
-
-def read_split(root: Path, split: str, limit: int | None = None) -> list[Record]:
-    """Validated records of `split`, sorted by id, at most `limit` (the first by id)."""
-    records = sorted(load_split(Path(root), split), key=lambda r: r.id)
-    if not records:
-        raise MissingInputError(f"{Path(root) / OUT_DIR}/{split}.jsonl holds no records: run `dvc repro validate_segments`")
-    return records[:limit] if limit is not None else records
-
-
-def training_text(record: Record) -> str:
-    """Text the tokenizer is trained on: question, reasoning and answer of one record."""
-    return f"{record.question} {record.reasoning} {record.answer}"
-
-
-def user_turn(question: str, n_images: int) -> list[dict[str, Any]]:
-    """The user turn: one `{type: image}` part per image, then the question (training, evaluation and predict)."""
-    parts: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
-    return [{"role": "user", "content": [*parts, {"type": "text", "text": question}]}]
-
-
-def prompt_messages(record: Record) -> list[dict[str, Any]]:
-    """The user turn of a record (`user_turn`)."""
-    return user_turn(record.question, len(record.images))
-
-
-def completion_messages(record: Record) -> list[dict[str, Any]]:
-    """The assistant turn: `<think>reasoning</think><answer>answer</answer>` (`format_completion`)."""
-    return [{"role": "assistant", "content": [{"type": "text", "text": record.completion}]}]
+from scalevlm.validation import image_paths
 
 
 def to_sft_rows(root: Path, records: Sequence[Record]) -> dict[str, list[Any]]:

@@ -120,7 +120,7 @@ def grpo_config(cfg: GRPOSettings, output_dir: Path, weights: list[float], world
     cfg.validate(world_size)
     from trl import GRPOConfig
 
-    from scalevlm.inference import GRPO_CHAT_TEMPLATE_KWARGS
+    from scalevlm.evaluation.generation import GRPO_CHAT_TEMPLATE_KWARGS
 
     on_cuda = torch.cuda.is_available()
     return GRPOConfig(
@@ -195,9 +195,10 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
 
     from scalevlm.modeling import load_model_and_processor, save_model_and_processor
     from scalevlm.provenance import write_provenance
-    from scalevlm.training.data import grpo_dataset, read_split
+    from scalevlm.training.data import grpo_dataset
     from scalevlm.training.heldout import HeldOutCallback
     from scalevlm.training.trainer import CheckpointCallback, ResumableGRPOTrainer, StepDVCLiveCallback
+    from scalevlm.validation import read_split
 
     state = PartialState()
     cfg.validate(state.num_processes)  # before any work

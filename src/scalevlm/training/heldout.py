@@ -82,7 +82,7 @@ class HeldOutCallback(TrainerCallback):
         return self._images
 
     def evaluate(self, model: Any, processor: Any, step: int, state: Any) -> dict[str, Any]:
-        from scalevlm.inference import GenerationOptions, generate
+        from scalevlm.evaluation.generation import GenerationOptions, generate
 
         was_training = model.training
         model.eval()

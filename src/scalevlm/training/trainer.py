@@ -22,9 +22,9 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from scalevlm.core.scale_loss import ScaleStats, SegmentCounts, progress, scale_loss, schedule_weights, segment_counts
+from scalevlm.labels import PieceDecoder, batch_segment_labels
 from scalevlm.training.checkpoints import PREFIX, commit
 from scalevlm.training.config import ScaleSettings
-from scalevlm.training.labels import PieceDecoder, batch_segment_labels
 from scalevlm.training.trl_adapter import FusedHeadSFTTrainer, FusedOutput, StrictResumeMixin
 
 SEGMENTS_KEY = "segment_labels"

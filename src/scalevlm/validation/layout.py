@@ -21,26 +21,35 @@ from pathlib import Path
 from typing import Any
 
 from scalevlm.core.splits import SPLITS
-from scalevlm.facts import REJECTED, VALIDATED
+from scalevlm.errors import MissingInputError
+from scalevlm.facts import REJECTED, VALIDATED, split_file
 from scalevlm.records import FIELDS, Record, read_records, write_jsonl
 
 OUT_DIR = VALIDATED
 REJECTED_FILE = REJECTED.name
 
 
-def split_file(root: Path, split: str) -> Path:
-    """`data/validate_segments/<split>.jsonl` under `root`."""
+def split_path(root: Path, split: str) -> Path:
+    """`root / facts.split_file(split)`, for a known split name only."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
-    return Path(root) / OUT_DIR / f"{split}.jsonl"
+    return Path(root) / split_file(split)
 
 
 def load_split(root: Path, split: str) -> list[Record]:
     """Accepted records of one split (sorted by id); image paths are relative to `root`."""
-    path = split_file(root, split)
+    path = split_path(root, split)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `dvc repro validate_segments` first")
     return read_records(path)
+
+
+def read_split(root: Path, split: str, limit: int | None = None) -> list[Record]:
+    """Validated records of `split`, sorted by id, at most `limit` (the first by id)."""
+    records = sorted(load_split(Path(root), split), key=lambda r: r.id)
+    if not records:
+        raise MissingInputError(f"{split_path(root, split)} holds no records: run `dvc repro validate_segments`")
+    return records[:limit] if limit is not None else records
 
 
 def resolve_image(root: Path, image: str) -> Path:

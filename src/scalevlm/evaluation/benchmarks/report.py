@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from scalevlm.benchmarks import INDEX
 from scalevlm.core.stats import bootstrap_ci, compare_paired
+from scalevlm.evaluation.benchmarks import INDEX
 from scalevlm.facts import ARMS, BENCHMARKS, PAIRS, PREDICTIONS, eval_report
 from scalevlm.records import read_jsonl
 

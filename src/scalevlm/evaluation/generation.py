@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scalevlm.core.segments import ANSWER, ANSWER_OPEN, THINK, format_completion
-from scalevlm.training.data import user_turn
+from scalevlm.prompts import user_turn
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def generate(
     """
     import torch
 
-    from scalevlm.training.labels import PieceDecoder, sequence_segment_labels
+    from scalevlm.labels import PieceDecoder, sequence_segment_labels
 
     if len(images) != len(questions):
         raise ValueError(f"generate: {len(images)} image lists for {len(questions)} questions")
@@ -173,7 +173,7 @@ def reference_losses(model: Any, processor: Any, images: Sequence[Sequence[Any]]
     import torch
 
     from scalevlm.core.scale_loss import IGNORE_INDEX, shifted_token_ce
-    from scalevlm.training.labels import PieceDecoder, sequence_segment_labels
+    from scalevlm.labels import PieceDecoder, sequence_segment_labels
 
     tokenizer = processor.tokenizer
     prompts = [prompt_text(processor, q, len(imgs)) for q, imgs in zip(questions, images, strict=True)]

@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scalevlm.benchmarks import INDEX
-from scalevlm.benchmarks.sources import Benchmark, BenchmarkError, Item, Skipped, lmms_task, read
 from scalevlm.core import mcq
 from scalevlm.core.rewards import extract_answer
 from scalevlm.core.segments import parse_completion
+from scalevlm.evaluation.benchmarks import INDEX
+from scalevlm.evaluation.benchmarks.sources import Benchmark, BenchmarkError, Item, Skipped, lmms_task, read
+from scalevlm.evaluation.generation import Generation, GenerationOptions, generate
 from scalevlm.facts import METRICS, PREDICTIONS
-from scalevlm.inference import Generation, GenerationOptions, generate
 from scalevlm.records import write_jsonl
 from scalevlm.runtime import write_json
 
