@@ -317,7 +317,7 @@ def test_enums_match_the_code_that_reads_them() -> None:
     from transformers.trainer_utils import SchedulerType
 
     from scalevlm.core.scale_loss import NORMALISATIONS, SCHEDULES
-    from scalevlm.facts import ARMS
+    from scalevlm.facts import ARMS, BEST_PASSING
     from scalevlm.records import ANSWER_TYPES
     from scalevlm.training.config import LrScheduler, ScaleSettings
     from stages import compare, promote, validate_segments
@@ -328,7 +328,8 @@ def test_enums_match_the_code_that_reads_them() -> None:
     assert set(get_args(LrScheduler)) <= {s.value for s in SchedulerType}
     assert get_args(validate_segments.AnswerType) == ANSWER_TYPES
     arms = sorted(ARMS)
-    assert sorted(compare.ARMS) == arms == sorted(get_args(typing.get_type_hints(promote.Config)["candidate"]))
+    candidates = {a for t in get_args(typing.get_type_hints(promote.Config)["candidate"]) for a in get_args(t)}
+    assert sorted(compare.ARMS) == arms == sorted(candidates - {BEST_PASSING})
 
 
 def test_all_reward_weights_zero_is_refused() -> None:

@@ -105,12 +105,11 @@ def test_dependencies_point_one_way(folder: str, forbidden: tuple[str, ...]) -> 
             assert not outside, f"{path.relative_to(ROOT)} imports {sorted(outside)} outside the core"
 
 
-def test_registry_artifact_is_the_promotion_candidates_model() -> None:
-    from scalevlm.facts import arm_model
+def test_registry_artifact_is_the_model_promote_copies() -> None:
+    from scalevlm.facts import PROMOTED_MODEL
 
     artifacts = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]
-    promote = PARAMS["promote"]
-    assert artifacts[promote["artifact"]]["path"] == arm_model(promote["candidate"]).as_posix()
+    assert artifacts[PARAMS["promote"]["artifact"]]["path"] == PROMOTED_MODEL.as_posix()
 
 
 
@@ -164,7 +163,7 @@ def test_stage_outputs_and_data_deps_are_the_facts(name: str) -> None:
 
     spec = DVC[name]
     for item in _items(name):
-        where = {"candidate": PARAMS[name]["candidate"]} if name == facts.PROMOTE else item
+        where = item
         outs = [_resolve(p, item) for key in ("outs", "metrics", "plots") for p in _paths(spec.get(key))]
         assert sorted(outs) == sorted(p.as_posix() for p in facts.outputs(name, where)), (name, item)
         data = [d for d in (_resolve(p, item) for p in _paths(spec["deps"])) if re.match(r"(data|models|reports)/", d)]

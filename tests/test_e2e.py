@@ -39,7 +39,9 @@ def test_smoke_repro_then_experiments(tmp_path: Path) -> None:
     assert sorted(compare["arms"]) == sorted(ARMS) and compare["n"] > 0
     assert (root / "reports/compare/table.md").read_text().count("|") > 10
     decision = json.loads((root / "reports/promote/decision.json").read_text())
-    assert decision["candidate"] == "sft-scale" and decision["reasons"]
+    assert decision["rule"] == "best_passing" and decision["candidate"] in ARMS and decision["reasons"]
+    assert sorted(decision["considered"]) == sorted(ARMS)
+    assert (root / "models/promote/config.json").is_file()  # the chosen model, copied for the registry
 
     again = dvc(root, "repro")
     assert "Running stage 'train_sft@scale'" not in again and "didn't change, skipping" in again

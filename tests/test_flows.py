@@ -20,15 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = {
     "stages": {
         # declared out of order on purpose: the flow must follow the graph, not the file
-        # its output stands in for the candidate's model (the registry artifact must be the candidate's model)
-        "summarise": {"cmd": "python -c \"import pathlib; p = pathlib.Path('models/train_sft/scale'); p.parent.mkdir(parents=True, exist_ok=True); p.write_text(pathlib.Path('a.txt').read_text() * 2)\"",
+        # its output stands in for the candidate's model, which promote copies to models/promote (the artifact)
+        "summarise": {"cmd": "python -c \"import pathlib; p = pathlib.Path('models/train_sft/scale'); p.mkdir(parents=True, exist_ok=True); (p / 'w.txt').write_text(pathlib.Path('a.txt').read_text() * 2)\"",
                       "deps": ["a.txt"], "outs": ["models/train_sft/scale"]},
         "make_a": {"cmd": "python -c \"import pathlib; pathlib.Path('a.txt').write_text(pathlib.Path('in.txt').read_text())\"",
                    "deps": ["in.txt"], "outs": ["a.txt"]},
         "promote": {"cmd": "python -m stages.promote", "deps": ["models/train_sft/scale", "reports/evaluate/sft-scale"], "params": ["promote"],
-                    "outs": [{"reports/promote/decision.json": {"cache": False}}, {"reports/promote/candidate.json": {"cache": False}}]},
+                    "outs": ["models/promote", {"reports/promote/decision.json": {"cache": False}},
+                             {"reports/promote/candidate.json": {"cache": False}}]},
     },
-    "artifacts": {"vlm": {"path": "models/train_sft/scale", "type": "model"}},
+    "artifacts": {"vlm": {"path": "models/promote", "type": "model"}},
 }
 PARAMS = {"promote": {"candidate": "sft-scale", "artifact": "vlm", "stage": "prod", "rules": {
     "min_accuracy": 0.95, "format_floor": 0.9, "tracked_metrics": ["accuracy"], "max_regression": 0.0,
@@ -87,7 +88,8 @@ def test_runs_in_order_then_skips_unchanged_and_refuses_a_negative_promotion(pro
     assert all(r["ran"] for r in first[:3])
     assert first[-1]["promoted"] is False  # accuracy 0.5 < 0.95
     assert sh(project, "git", "tag") == "", "a negative decision assigns nothing"
-    assert (project / "models/train_sft/scale").read_text() == "xx"
+    assert (project / "models/train_sft/scale/w.txt").read_text() == "xx"
+    assert (project / "models/promote/w.txt").read_text() == "xx"  # promote copied the chosen model
 
     second = pipeline(root=str(project))
     assert [(r["stage"], r["ran"]) for r in second] == [("make_a", False), ("summarise", False), ("promote", False)]

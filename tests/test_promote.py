@@ -64,7 +64,7 @@ def repo(tmp_path: Path, remote: Path) -> Path:
     git(root, "config", "user.email", "ci@example.com")
     git(root, "config", "user.name", "ci")
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    (root / "dvc.yaml").write_text("artifacts:\n  vlm:\n    path: models/train_sft/scale\n    type: model\n")
+    (root / "dvc.yaml").write_text("artifacts:\n  vlm:\n    path: models/promote\n    type: model\n")
     (root / "models/train_sft/scale").mkdir(parents=True)
     (root / "models/train_sft/scale/model.safetensors").write_bytes(b"weights v1")
     subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "models/train_sft/scale"], cwd=root, check=True,
@@ -78,9 +78,9 @@ def remote_files(remote: Path) -> set[str]:
     return {p.name for p in remote.rglob("*") if p.is_file()} if remote.exists() else set()
 
 
-def evaluated(root: Path, accuracy: float, n: int = 200) -> None:
-    folder = root / "reports/evaluate/sft-scale"
-    write_json(folder / "metrics.json", {"accuracy": accuracy, "format_compliance": 1.0, "n": n})
+def evaluated(root: Path, accuracy: float, n: int = 200, arm_name: str = "sft-scale", fmt: float = 1.0) -> None:
+    folder = root / "reports/evaluate" / arm_name
+    write_json(folder / "metrics.json", {"accuracy": accuracy, "format_compliance": fmt, "n": n})
     k = round(accuracy * n)
     rows = [json.dumps({"id": f"s{i:03d}", "correct": i < k}) for i in range(n)]
     (folder / "predictions.jsonl").write_text("\n".join(rows) + "\n")
@@ -89,9 +89,21 @@ def evaluated(root: Path, accuracy: float, n: int = 200) -> None:
 CFG = promote.Config(candidate="sft-scale", artifact="vlm", stage="prod", rules=RULES)
 
 
-def decide_commit_gate(repo: Path, accuracy: float) -> tuple[dict, int]:
+def track_promoted(repo: Path) -> None:
+    """What `dvc repro` does with promote's output: the chosen model becomes a DVC-tracked (cached) folder."""
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "models/promote"], cwd=repo, check=True,
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+
+
+def decide_commit_gate(repo: Path, accuracy: float, drop_cache: bool = False) -> tuple[dict, int]:
     evaluated(repo, accuracy)
     promote.run(CFG, repo)
+    assert (repo / "models/promote/model.safetensors").read_bytes() == b"weights v1"  # the candidate's model, copied
+    track_promoted(repo)
+    if drop_cache:
+        import shutil
+
+        shutil.rmtree(repo / ".dvc" / "cache")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", f"evaluated {accuracy}")
     return json.loads((repo / "reports/promote/decision.json").read_text()), promote.gate(CFG, repo)
@@ -133,19 +145,17 @@ def test_missing_evaluation_names_the_stage_to_run(repo: Path) -> None:
 def test_gate_does_not_tag_a_model_it_cannot_push(repo: Path, remote: Path, capsys: pytest.CaptureFixture) -> None:
     """A model missing from the local DVC cache (this machine neither trained nor pulled it) cannot be pushed:
     the gate names the remote and the missing output, and creates no registry version."""
-    import shutil
-
-    shutil.rmtree(repo / ".dvc" / "cache")
-    decision, code = decide_commit_gate(repo, 0.7)
+    decision, code = decide_commit_gate(repo, 0.7, drop_cache=True)
     assert decision["promote"] and code == 2
     err = capsys.readouterr().err
-    assert str(remote) in err and "models/train_sft/scale" in err and "dvc pull" in err
+    assert str(remote) in err and "models/promote" in err and "dvc pull" in err
     assert git(repo, "tag") == "" and not remote_files(remote)
 
 
 def test_gate_no_push_tags_without_pushing(repo: Path, remote: Path, capsys: pytest.CaptureFixture) -> None:
     evaluated(repo, 0.7)
     promote.run(CFG, repo)
+    track_promoted(repo)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "evaluated")
     assert promote.gate(CFG, repo, push=False) == 0
@@ -153,17 +163,40 @@ def test_gate_no_push_tags_without_pushing(repo: Path, remote: Path, capsys: pyt
     assert "vlm#prod#1" in git(repo, "tag").split() and not remote_files(remote)
 
 
-def test_the_registry_artifact_must_be_the_candidates_model(repo: Path) -> None:
-    """Judging grpo-scale while the artifact points at the SFT model would tag weights that were never judged."""
-    import dataclasses
-
+def test_the_registry_artifact_must_be_the_promoted_model(repo: Path) -> None:
+    """An artifact declared at an arm's own folder would tag weights the rule may not have chosen."""
     from scalevlm.config import ConfigError
 
     evaluated(repo, 0.8)
-    other = dataclasses.replace(CFG, candidate="grpo-scale")
-    with pytest.raises(ConfigError, match=r"models/train_grpo/scale.*declared at models/train_sft/scale"):
-        promote.run(other, repo)
-    promote.run(CFG, repo)  # the declared artifact is sft-scale's model: accepted
+    (repo / "dvc.yaml").write_text("artifacts:\n  vlm:\n    path: models/train_sft/scale\n    type: model\n")
+    with pytest.raises(ConfigError, match=r"declared at models/train_sft/scale.*copies the chosen model to models/promote"):
+        promote.run(CFG, repo)
+
+
+def test_best_passing_chooses_the_most_accurate_arm_that_passes(repo: Path) -> None:
+    """The rule judges every arm by the gate's rules: the most accurate arm fails the format floor, so the next one
+    is chosen and its model is copied; when no arm passes, the most accurate is reported and nothing promotes."""
+    import dataclasses
+
+    for name in ("sft-vanilla", "grpo-vanilla", "grpo-scale"):
+        folder = repo / "models" / ("train_" + name.replace("-", "/"))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.safetensors").write_bytes(name.encode())
+    evaluated(repo, 0.95, arm_name="sft-scale", fmt=0.8)  # most accurate, below the 0.9 format floor
+    evaluated(repo, 0.9, arm_name="grpo-vanilla")
+    evaluated(repo, 0.9, arm_name="grpo-scale")  # tied with grpo-vanilla: the order of facts.ARMS decides
+    evaluated(repo, 0.7, arm_name="sft-vanilla")
+    rule = dataclasses.replace(CFG, candidate="best_passing")
+    summary = promote.run(rule, repo)
+    decision = json.loads((repo / "reports/promote/decision.json").read_text())
+    assert summary["promote"] and decision["candidate"] == "grpo-vanilla" and decision["rule"] == "best_passing"
+    assert not decision["considered"]["sft-scale"]["passes"] and len(decision["considered"]) == 4
+    assert (repo / "models/promote/model.safetensors").read_bytes() == b"grpo-vanilla"
+    for name in ("sft-vanilla", "grpo-vanilla", "grpo-scale"):
+        evaluated(repo, 0.3, arm_name=name)
+    summary = promote.run(rule, repo)
+    assert not summary["promote"] and summary["candidate"] == "sft-scale"
+    assert any(r.startswith("format_floor") for r in summary["reasons"])
 
 
 def test_a_stage_with_a_missing_input_says_which_stage_makes_it(tmp_path: Path) -> None:

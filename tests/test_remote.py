@@ -46,10 +46,10 @@ def promoted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     remote = base / "remote"
     apply_profile(root, "smoke")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    assert params["promote"]["artifact"] == ARTIFACT and params["promote"]["candidate"] == "sft-scale"
+    assert params["promote"]["artifact"] == ARTIFACT and params["promote"]["candidate"] == "best_passing"
     params["promote"]["rules"].update(min_accuracy=0.0, format_floor=0.0)  # a 12-step model: promote it anyway
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    python(root, "dvc", "repro", "promote")  # curation -> SCALe-SFT -> evaluate@sft-scale -> decision, nothing else
+    python(root, "dvc", "repro", "promote")  # the whole smoke pipeline: the rule considers every arm
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "smoke run")
     gate = python(root, "stages.promote", "--gate", env={"SCALEVLM_DVC_REMOTE": str(remote)})

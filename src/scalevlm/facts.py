@@ -66,6 +66,9 @@ METHOD_PAIRS: tuple[tuple[str, str], ...] = (
     (SFT_SCALE, SFT_VANILLA), (GRPO_SCALE, GRPO_VANILLA), (SFT_SCALE, GRPO_VANILLA))
 GRPO_PAIRS: tuple[tuple[str, str], ...] = ((GRPO_VANILLA, SFT_VANILLA), (GRPO_SCALE, SFT_SCALE))
 PAIRS = METHOD_PAIRS + GRPO_PAIRS  # compare's table; the study (seed-level) reports METHOD_PAIRS
+# promote.candidate: an arm, or the rule that picks one (the most accurate arm that passes the gate's rules)
+BEST_PASSING = "best_passing"
+
 # The paper's three claims, and the pairs that check them: SCALe-SFT beats vanilla SFT; SCALe-SFT matches
 # vanilla SFT + GRPO; SCALe + GRPO is the best arm (against each other arm).
 CLAIM_ARM = GRPO_SCALE
@@ -101,6 +104,7 @@ VALIDATION_DOCS = REPORTS / VALIDATE / "data_docs"
 VALIDATION_GX = REPORTS / VALIDATE / "gx_results.json"
 BASE_MODEL = MODELS / PREPARE
 COMPARE_REPORT = REPORTS / COMPARE
+PROMOTED_MODEL = MODELS / PROMOTE  # the model promote chose, copied: the registry artifact's path in dvc.yaml
 PROMOTE_DECISION = REPORTS / PROMOTE / "decision.json"
 PROMOTE_CANDIDATE = REPORTS / PROMOTE / "candidate.json"
 STUDY_REPORTS = REPORTS / "study"  # reports/study/<sweep name>/ (flows.sweep; compare quotes one: compare.study)
@@ -133,7 +137,7 @@ def eval_report(name: str) -> Path:
     return report_dir(EVALUATE, name)
 
 
-# What dvc.yaml declares per stage (item: one matrix combination, or promote's {"candidate": arm}) -----------------
+# What dvc.yaml declares per stage (item: one matrix combination) ------------------------------------------------
 
 
 def outputs(stage: str, item: Mapping[str, str] | None = None) -> tuple[Path, ...]:
@@ -159,7 +163,7 @@ def outputs(stage: str, item: Mapping[str, str] | None = None) -> tuple[Path, ..
         return (COMPARE_REPORT / "README.md", COMPARE_REPORT / "table.md", COMPARE_REPORT / METRICS,
                 COMPARE_REPORT / "plots")
     if stage == PROMOTE:
-        return PROMOTE_DECISION, PROMOTE_CANDIDATE
+        return PROMOTED_MODEL, PROMOTE_DECISION, PROMOTE_CANDIDATE
     raise ValueError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
 
 
@@ -188,7 +192,6 @@ def inputs(stage: str, item: Mapping[str, str] | None = None) -> tuple[Path, ...
                 *(report_dir(TRAIN_SFT, m) / METRICS for m in METHODS),
                 *(report_dir(TRAIN_SFT, m) / CURVES for m in METHODS),
                 *(report_dir(TRAIN_GRPO, i) / METRICS for i in INITS))
-    if stage == PROMOTE:
-        folder = eval_report(it["candidate"])
-        return folder / METRICS, folder / PREDICTIONS
+    if stage == PROMOTE:  # every arm: promote.candidate may be a rule that picks among them
+        return tuple(p for a in ARMS for p in (eval_report(a) / METRICS, eval_report(a) / PREDICTIONS, arm_model(a)))
     raise ValueError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
