@@ -36,3 +36,36 @@ def copy_project(dest: Path) -> Path:
                 ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
     return dest
+
+
+def dvc_env() -> dict[str, str]:
+    """The environment a `dvc` subprocess needs: dvc.yaml's `python` is this interpreter."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.fixture(scope="session")
+def smoke_trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The project trained once for the session: the smoke profile, every stage (`dvc repro`), committed. The
+    gate's floors are relaxed (min_accuracy and format_floor 0) so that its 12-step models promote. Returns
+    (project, the output of `dvc repro`); tests that change it work on `copy_trained(...)`."""
+    import yaml
+
+    from flows.profiles import apply_profile
+
+    root = copy_project(tmp_path_factory.mktemp("smoke") / "project")
+    apply_profile(root, "smoke")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["promote"]["rules"].update(min_accuracy=0.0, format_floor=0.0)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=dvc_env(), capture_output=True,
+                          text=True, timeout=1200)
+    assert done.returncode == 0, f"dvc repro failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "smoke run"]):
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+    return root, done.stdout
+
+
+def copy_trained(src: Path, dest: Path) -> Path:
+    """An independent copy of a trained project: work tree, git history and DVC cache (not DVC's tmp state)."""
+    shutil.copytree(src, dest, symlinks=True, ignore=lambda folder, names: ["tmp"] if Path(folder).name == ".dvc" else [])
+    return dest

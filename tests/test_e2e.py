@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import copy_project
+from conftest import copy_trained
 
-from flows.pipeline import apply_profile
 from scalevlm.facts import ARMS
 
 pytestmark = pytest.mark.slow
@@ -27,11 +26,9 @@ def dvc(root: Path, *args: str) -> str:
     return result.stdout
 
 
-@pytest.mark.timeout(1200)  # the whole smoke pipeline, twice
-def test_smoke_repro_then_experiments(tmp_path: Path) -> None:
-    root = copy_project(tmp_path / "project")
-    apply_profile(root, "smoke")
-    out = dvc(root, "repro")
+@pytest.mark.timeout(1500)  # the whole smoke pipeline (the session fixture), then two experiments
+def test_smoke_repro_then_experiments(smoke_trained: tuple[Path, str], tmp_path: Path) -> None:
+    root, out = copy_trained(smoke_trained[0], tmp_path / "project"), smoke_trained[1]
     for stage in ("curate_dataset", "validate_segments", "prepare_model", "train_sft@scale", "train_grpo@vanilla",
                   "evaluate@grpo-scale", "compare", "promote"):
         assert f"Running stage '{stage}'" in out
@@ -45,9 +42,6 @@ def test_smoke_repro_then_experiments(tmp_path: Path) -> None:
 
     again = dvc(root, "repro")
     assert "Running stage 'train_sft@scale'" not in again and "didn't change, skipping" in again
-
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run(["git", "commit", "-qm", "smoke run"], cwd=root, check=True)
     for name, w_end in (("wend0", "0.0"), ("wend5", "0.5")):
         dvc(root, "exp", "run", "-n", name, "-S", f"train_sft.scale.w_end={w_end}", "train_sft@scale")
     shown = json.loads(dvc(root, "exp", "show", "--json"))

@@ -100,7 +100,7 @@ def test_runs_in_order_then_skips_unchanged_and_refuses_a_negative_promotion(pro
 
 
 def test_unknown_profile_is_an_error_naming_the_choices(project: Path) -> None:
-    from flows.pipeline import apply_profile
+    from flows.profiles import apply_profile
 
     (project / "profiles").mkdir()
     (project / "profiles/smoke.yaml").write_text("promote:\n  rules:\n    min_accuracy: 0.1\n")
@@ -137,7 +137,7 @@ def _smoke_profile(project: Path) -> None:
 
 
 def test_profile_values_hold_inside_the_block_and_params_bytes_come_back(project: Path) -> None:
-    from flows.pipeline import profile_applied
+    from flows.profiles import profile_applied
 
     _smoke_profile(project)
     params = project / "params.yaml"
@@ -157,7 +157,7 @@ def test_profile_values_hold_inside_the_block_and_params_bytes_come_back(project
 
 def test_project_params_keep_every_comment_and_get_the_old_merge_values(project_root: Path) -> None:
     """The round-trip edit gives the values the old safe_load/merge/safe_dump gave, and keeps the file's text."""
-    from flows.pipeline import _overlaid, load_profile, merge_profile
+    from flows.profiles import _overlaid, load_profile, merge_profile
 
     text = (project_root / "params.yaml").read_text()
     assert _overlaid(text, {}, "none") == text, "params.yaml round-trips byte for byte"
@@ -173,7 +173,7 @@ def test_project_params_keep_every_comment_and_get_the_old_merge_values(project_
 
 def _hold_profile(project: Path, then: str) -> subprocess.Popen:
     """Another process inside `profile_applied(smoke)`: it says `in` and then `then` ('sleep' or 'die')."""
-    code = ("import os, sys, time; from pathlib import Path; from flows.pipeline import profile_applied\n"
+    code = ("import os, sys, time; from pathlib import Path; from flows.profiles import profile_applied\n"
             f"with profile_applied(Path({str(project)!r}), 'smoke'):\n"
             "    print('in', flush=True)\n"
             f"    os.kill(os.getpid(), 9) if {then!r} == 'die' else time.sleep(60)\n")
@@ -184,7 +184,7 @@ def _hold_profile(project: Path, then: str) -> subprocess.Popen:
 
 
 def test_a_killed_profile_run_is_undone_by_the_next_run_and_a_live_one_blocks(project: Path) -> None:
-    from flows.pipeline import profile_applied
+    from flows.profiles import profile_applied
 
     _smoke_profile(project)
     params = project / "params.yaml"

@@ -311,12 +311,13 @@ def test_heldout_plateau_stops_after_patience_evaluations_without_gain() -> None
     """The stop rule on a scripted accuracy sequence: best 0.5 at step 2, then two evaluations without a gain."""
     from types import SimpleNamespace
 
+    from scalevlm.training.config import HeldOutSettings
     from scalevlm.training.heldout import HeldOutCallback
 
     class Scripted(HeldOutCallback):
         def __init__(self, accs: list[float]) -> None:
-            super().__init__(Path("."), [], every=1, max_new_tokens=8, batch_size=1, patience=2, min_delta=0.01, live=None,
-                             restore_best=True)
+            settings = HeldOutSettings(every=1, samples=1, batch_size=1, patience=2, min_delta=0.01, restore_best=True)
+            super().__init__(Path("."), [], settings, max_new_tokens=8, live=None)
             self.accs = accs
 
         def evaluate(self, model: object, processor: object, step: int, state: object) -> dict:

@@ -1,7 +1,7 @@
 """From a promoted tag to predictions on another clone, with a real local DVC remote (a temporary folder).
 
-One project is trained once for the module (smoke profile, SCALe-SFT arm only: `dvc repro promote`), committed and
-promoted by the gate, which pushes the model and its inputs. Then a fresh clone with an empty DVC cache fetches
+The session's smoke-trained project (`conftest.smoke_trained`, every arm) is copied, its decision made for the
+named arm sft-scale, committed and promoted by the gate, which pushes the model and its inputs. Then a fresh clone with an empty DVC cache fetches
 `prod` with the documented command and `predict` reproduces the evaluation's completions exactly; a version whose
 data was never pushed fails to fetch with a message naming the remote and the version.
 """
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_project
+from conftest import copy_trained
 
-from flows.pipeline import apply_profile
 from scalevlm.records import read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -39,22 +38,22 @@ def python(cwd: Path, *args: str, env: dict[str, str] | None = None, ok: bool = 
 
 
 @pytest.fixture(scope="module")
-def promoted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A trained, committed and promoted project (`prod` = v0.0.1) and the remote the gate pushed to."""
+def promoted(smoke_trained: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The session's smoke-trained project (every arm, the gate's floors relaxed), with `promote.candidate` naming
+    sft-scale, decided again, committed and promoted by the gate (`prod` = v0.0.1), and the remote it pushed to."""
     base = tmp_path_factory.mktemp("remote_e2e")
-    root = copy_project(base / "trained")
+    root = copy_trained(smoke_trained[0], base / "trained")
     remote = base / "remote"
-    apply_profile(root, "smoke")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    assert params["promote"]["artifact"] == ARTIFACT and params["promote"]["candidate"] == "best_passing"
-    params["promote"]["rules"].update(min_accuracy=0.0, format_floor=0.0)  # a 12-step model: promote it anyway
+    assert params["promote"]["artifact"] == ARTIFACT
+    params["promote"]["candidate"] = "sft-scale"  # a named arm: the tests below compare with its evaluation
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    python(root, "dvc", "repro", "promote")  # the whole smoke pipeline: the rule considers every arm
+    python(root, "dvc", "repro", "promote")  # nothing but the decision: every arm is already trained
     sh(root, "git", "add", "-A")
-    sh(root, "git", "commit", "-qm", "smoke run")
+    sh(root, "git", "commit", "-qm", "promote sft-scale")
     gate = python(root, "stages.promote", "--gate", env={"SCALEVLM_DVC_REMOTE": str(remote)})
     assert f"promoted sft-scale as {ARTIFACT}@v0.0.1 -> prod" in gate.stdout
-    assert f"pushed train_sft@scale and its inputs to remote 'scalevlm-env' ({remote})" in gate.stdout
+    assert f"pushed promote and its inputs to remote 'scalevlm-env' ({remote})" in gate.stdout
     return {"root": root, "remote": remote, "base": base}
 
 
@@ -101,8 +100,8 @@ def test_fresh_clone_fetches_prod_and_predict_reproduces_the_evaluation(promoted
 def test_fetching_a_version_that_was_never_pushed_names_the_remote_and_the_version(promoted: dict[str, Path]) -> None:
     root = promoted["root"]
     # v0.0.2: different weights, registered without the gate, so nobody pushed them
-    (root / "models/train_sft/scale/NOTES.md").write_text("retrained elsewhere\n")
-    python(root, "dvc", "commit", "-f", "-q", "train_sft@scale")
+    (root / "models/promote/NOTES.md").write_text("retrained elsewhere\n")
+    python(root, "dvc", "commit", "-f", "-q", "promote")
     sh(root, "git", "commit", "-qam", "v0.0.2 weights")
     sh(root, "gto", "register", ARTIFACT, "--version", "v0.0.2")
     clone = fresh_clone(promoted, "clone2")

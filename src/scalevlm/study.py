@@ -300,7 +300,15 @@ def write_report(spec: dict[str, Any], shown: Any, out_dir: Path) -> Path:
     write_json(out_dir / "exp_show.json", entries)
     write_json(out_dir / "study.json", result)
     (out_dir / "table.md").write_text(study_markdown(result))
-    x_key = next((k for k in sorted(spec["grid"] or {}) if k.endswith("w_end")), None) if isinstance(spec["grid"], dict) else None
+    grid = spec["grid"] if isinstance(spec["grid"], dict) else {}
+    budget = next((k for k in sorted(grid) if k.endswith("max_steps")), None)
+    if budget:  # matched compute: every arm in scope against the training budget
+        for metric in ("accuracy", "format_compliance"):
+            res = result if metric == "accuracy" else result["other_metrics"].get(metric)
+            if res:
+                for name in arms_in_scope(spec):
+                    plot_ablation(res, budget, None, name, out_dir / f"budget_{metric}_{name}.png")
+    x_key = next((k for k in sorted(grid) if k.endswith("w_end")), None)
     if x_key:
         group = next((k for k in sorted(spec["grid"]) if k.endswith("schedule")), None)
         plot_ablation(result, x_key, group, SFT_SCALE, out_dir / "ablation.png")

@@ -52,6 +52,18 @@ class ScaleSettings(Checked):
 
 
 @dataclass(frozen=True)
+class HeldOutSettings(Checked):
+    """Held-out accuracy over steps (the val split) and the plateau stop (`training.heldout`)."""
+
+    every: PositiveInt  # optimizer steps between evaluations (and one before the first step)
+    samples: PositiveInt  # first N val records by id
+    batch_size: PositiveInt
+    patience: NonNegativeInt  # stop after this many evaluations without a gain above min_delta; 0 = run max_steps
+    min_delta: NonNegativeFloat
+    restore_best: bool  # end with the weights of the best held-out evaluation (a CPU copy of the model in memory)
+
+
+@dataclass(frozen=True)
 class LoraSettings(Checked):
     enabled: bool
     r: PositiveInt

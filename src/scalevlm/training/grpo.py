@@ -39,7 +39,7 @@ from scalevlm.facts import TRAIN_GRPO
 from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads
 from scalevlm.training.checkpoints import begin_run, clear_staging, fingerprint, publish_model
-from scalevlm.training.config import freeze_vision, load_dtype, use_bf16
+from scalevlm.training.config import HeldOutSettings, freeze_vision, load_dtype, use_bf16
 
 log = logging.getLogger(__name__)
 # settings that do not change the trajectory: a checkpoint saved under other values may be resumed
@@ -59,18 +59,6 @@ class RewardWeights(Checked):
 
 # TRL's GRPO losses; `luspo` is left out: it needs importance_sampling_level 'sequence', which we do not expose.
 LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "vespo"]
-
-
-@dataclass(frozen=True)
-class HeldOutSettings(Checked):
-    """Held-out accuracy over steps (the val split) and the plateau stop (`training.heldout`)."""
-
-    every: PositiveInt  # optimizer steps between evaluations (and one before the first step)
-    samples: PositiveInt  # first N val records by id
-    batch_size: PositiveInt
-    patience: NonNegativeInt  # stop after this many evaluations without a gain above min_delta; 0 = run max_steps
-    min_delta: NonNegativeFloat
-    restore_best: bool  # end with the weights of the best held-out evaluation (a CPU copy of the model in memory)
 
 
 @dataclass(frozen=True)
@@ -224,8 +212,7 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
         held_records = read_split(paths.root, "val", h.samples)
     except FileNotFoundError as e:
         raise MissingInputError(f"{e} (GRPO's held-out accuracy is measured on the val split)") from None
-    heldout = HeldOutCallback(paths.root, held_records, h.every, cfg.max_completion_length,
-                              h.batch_size, h.patience, h.min_delta, live, h.restore_best)
+    heldout = HeldOutCallback(paths.root, held_records, h, cfg.max_completion_length, live)
     trainer = ResumableGRPOTrainer(
         model=model,
         reward_funcs=funcs,

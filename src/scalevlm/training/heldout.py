@@ -28,6 +28,7 @@ from scalevlm.core.rewards import extract_answer
 from scalevlm.core.segments import parse_completion
 from scalevlm.core.think_facts import judge_think
 from scalevlm.records import Record
+from scalevlm.training.config import HeldOutSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,14 @@ def _unwrap(model: Any) -> Any:
 
 
 class HeldOutCallback(TrainerCallback):
-    def __init__(self, root: Path, records: Sequence[Record], every: int, max_new_tokens: int, batch_size: int,
-                 patience: int, min_delta: float, live: Any, restore_best: bool = False) -> None:
-        """`live`: the run's `StepDVCLiveCallback` (its DVCLive `Live` receives the curve)."""
-        self.root, self.records, self.every = Path(root), list(records), every
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        self.patience, self.min_delta, self.live = patience, min_delta, live
-        self.restore_best = restore_best
+    def __init__(self, root: Path, records: Sequence[Record], settings: HeldOutSettings, max_new_tokens: int,
+                 live: Any) -> None:
+        """`settings`: params.yaml `train_grpo.heldout`; `live`: the run's `StepDVCLiveCallback` (its DVCLive `Live`
+        receives the curve)."""
+        self.root, self.records, self.every = Path(root), list(records), settings.every
+        self.max_new_tokens, self.batch_size = max_new_tokens, settings.batch_size
+        self.patience, self.min_delta, self.live = settings.patience, settings.min_delta, live
+        self.restore_best = settings.restore_best
         self.best_step: int | None = None
         self.best_state: dict[str, Any] | None = None  # CPU copy of the weights at the best held-out accuracy
         self.restored: int | None = None
