@@ -120,7 +120,8 @@ def run(steps: int, warmup: int) -> dict[str, Any]:
         dataset = sft_dataset(ROOT, records)
         trainers = {v: make_trainer(v, model, processor, dataset, cfg, Path(tmp)) for v in VARIANTS}
         collate = trainers["trl"].data_collator
-        batches = [collate([dataset[i] for i in range(s, s + cfg.batch_size)]) for s in range(0, len(records), cfg.batch_size)]
+        batches = [collate([dataset[i] for i in range(s, s + cfg.batch_size)])
+                   for s in range(0, len(records), cfg.batch_size)]
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
         for i, batch in enumerate(batches):
             for v in VARIANTS if i % 2 == 0 else reversed(VARIANTS):  # alternate the order: no variant always first

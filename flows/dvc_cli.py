@@ -45,14 +45,16 @@ def call(root: Path, *args: str) -> str:
     """Run `dvc <args>` in `root` and return its stdout; a non-zero exit raises with both streams' tails."""
     result = subprocess.run([*DVC, *args], cwd=root, capture_output=True, text=True, env=env())
     if result.returncode != 0:
-        raise DvcError(f"dvc {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        raise DvcError(f"dvc {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n"
+                       f"{result.stderr[-2000:]}")
     return result.stdout
 
 
 def stream(cmd: list[str], root: Path, on_line: Callable[[str], None]) -> tuple[int, list[str]]:
     """Run a command in `root` with `env()`, handing each output line to `on_line` as it arrives."""
     lines: list[str] = []
-    with subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env()) as proc:
+    with subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=env()) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line.rstrip("\n"))

@@ -115,7 +115,8 @@ def pipeline(
         hub_enabled = bool(hub.get("sources", {}).get("hub", {}).get("enabled"))
         results = []
         for stage in stages:
-            runner = repro_stage.with_options(retries=2, retry_delay_seconds=30) if stage == "curate_dataset" and hub_enabled else repro_stage
+            runner = (repro_stage.with_options(retries=2, retry_delay_seconds=30)
+                      if stage == "curate_dataset" and hub_enabled else repro_stage)
             results.append(runner(stage, str(project), force))
         if gate and "promote" in stages:
             outcome = promotion_gate(str(project))

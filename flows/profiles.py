@@ -162,7 +162,8 @@ def profile_applied(root: Path, profile: str) -> Iterator[dict[str, Any]]:
         applied = _overlaid(original.decode("utf-8"), overlay, profile)
         backup.mkdir(parents=True, exist_ok=True)
         (backup / "params.yaml").write_bytes(original)
-        atomic_write_text(backup / "state.json", json.dumps({"profile": profile, "mode": mode, "applied_sha256": _sha(applied.encode())}))
+        atomic_write_text(backup / "state.json",
+                          json.dumps({"profile": profile, "mode": mode, "applied_sha256": _sha(applied.encode())}))
         atomic_write_text(path, applied)
         print(f"profile {profile} for this run: {' '.join(profile_overrides(overlay))}")
         try:
@@ -172,6 +173,7 @@ def profile_applied(root: Path, profile: str) -> Iterator[dict[str, Any]]:
                 _put_back(path, original, mode)
                 _forget(backup)
             else:  # edited during the run: the edit wins, the backup stays for the user
-                print(f"params.yaml was edited during the run: left as it is; before the run it was {backup / 'params.yaml'}")
+                print("params.yaml was edited during the run: left as it is; before the run it was "
+                      f"{backup / 'params.yaml'}")
     finally:
         lock.release()

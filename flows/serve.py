@@ -15,12 +15,14 @@ from flows.pipeline import pipeline
 
 def deployments() -> list:
     return [
-        pipeline.to_deployment(name="nightly-retrain", cron="0 2 * * *", parameters={"profile": "default"}, concurrency_limit=1),
+        pipeline.to_deployment(name="nightly-retrain", cron="0 2 * * *", parameters={"profile": "default"},
+                               concurrency_limit=1),
         pipeline.to_deployment(
             name="weekly-evaluation", cron="0 5 * * 1",
             parameters={"targets": ["evaluate", "compare", "promote"], "profile": "default"}, concurrency_limit=1,
         ),
-        evaluate_registry.to_deployment(name="prod-evaluation", cron="0 6 * * *", parameters={"ref": "prod", "split": "test"},
+        evaluate_registry.to_deployment(name="prod-evaluation", cron="0 6 * * *",
+                                        parameters={"ref": "prod", "split": "test"},
                                         concurrency_limit=1),
     ]
 

@@ -32,7 +32,8 @@ def load_spec(path: Path) -> dict[str, Any]:
     spec = yaml.safe_load(Path(path).read_text()) or {}
     missing, unknown = SPEC_KEYS - set(spec), set(spec) - SPEC_KEYS
     if missing or unknown:
-        raise ValueError(f"{path}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}; a sweep spec has {sorted(SPEC_KEYS)}")
+        raise ValueError(f"{path}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}; a sweep spec has "
+                         f"{sorted(SPEC_KEYS)}")
     return spec
 
 
@@ -87,7 +88,8 @@ def collect(root: str) -> list[dict[str, Any]]:
 
 
 @flow(name="scalevlm-sweep", log_prints=True)
-def sweep(spec_path: str, root: str = ".", timeout_s: float = 6 * 3600, report: bool = True, run: bool = True) -> dict[str, Any]:
+def sweep(spec_path: str, root: str = ".", timeout_s: float = 6 * 3600, report: bool = True,
+          run: bool = True) -> dict[str, Any]:
     """Queue every experiment of the spec, run the queue, collect `dvc exp show` and write the report.
 
     `run=False` only collects and reports (experiments already run, e.g. to rebuild a report)."""

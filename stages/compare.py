@@ -183,13 +183,15 @@ def study_verdicts(root: Path, name: str | None) -> str | None:
                                            f"## The paper's claims at seed level (`{path.parent}/`, not this run)", 1)
 
 
-def missing_answer_tests(preds: dict[str, dict[str, dict[str, Any]]], ids: list[str], metrics: dict[str, dict[str, Any]],
+def missing_answer_tests(preds: dict[str, dict[str, dict[str, Any]]], ids: list[str],
+                         metrics: dict[str, dict[str, Any]],
                          rng: np.random.Generator, n_resamples: int) -> dict[str, dict[str, Any]]:
     """The paper's fourth claim: per generation budget evaluate measured (`missing_answer_at`), the paired test of
     "has not opened `<answer>` within b tokens", SCALe-SFT vs vanilla SFT; without budgets, the plain missing-tag test
     at evaluate's max_new_tokens."""
     a, b = MISSING_PAIR
-    budgets = sorted(set(metrics[a].get("missing_answer_at") or {}) & set(metrics[b].get("missing_answer_at") or {}), key=int)
+    budgets = sorted(set(metrics[a].get("missing_answer_at") or {}) & set(metrics[b].get("missing_answer_at") or {}),
+                     key=int)
     names = {x: f"missing_answer@{x}" for x in budgets} or {"max_new_tokens": "missing_answer"}
     return {x: paired_tests(preds, ids, [MISSING_PAIR], rng, n_resamples, name=name)[0] for x, name in names.items()}
 
@@ -233,9 +235,10 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     with atomic_dir(out) as staging:  # the previous report stays whole until this one is
         plots = plot_all(staging / "plots", table, preds, ids, curves)
         write_json(staging / METRICS, summary)
-        (staging / "table.md").write_text(markdown_table(table, tests, ratio) + benchmark_markdown(bench), encoding="utf-8")
-        (staging / "README.md").write_text(readme(table, tests, claim_text, metrics, times, ratio, cfg.alpha, chance, facts, grpo,
-                                                  seed_level)
+        (staging / "table.md").write_text(markdown_table(table, tests, ratio) + benchmark_markdown(bench),
+                                          encoding="utf-8")
+        (staging / "README.md").write_text(readme(table, tests, claim_text, metrics, times, ratio, cfg.alpha, chance,
+                                                  facts, grpo, seed_level)
                                            + benchmark_markdown(bench), encoding="utf-8")
     log.info("compared %d arms on %d samples; plots %s", len(ARMS), len(ids), plots)
     return {"n": len(ids), "accuracy": {a: table[a]["accuracy"] for a in ARMS}, "time_ratio": ratio}

@@ -84,9 +84,11 @@ class Config(Checked):
         for i, file in enumerate(self.sources.local.files):
             normal = PurePosixPath(posixpath.normpath(file.path))
             if PurePosixPath(file.path).is_absolute() or not normal.is_relative_to(LOCAL_DIR.as_posix()):
-                yield f"sources.local.files[{i}].path", f"{file.path!r} must be relative and lie under {LOCAL_DIR.as_posix()}/"
+                yield f"sources.local.files[{i}].path", (f"{file.path!r} must be relative and lie under "
+                                                         f"{LOCAL_DIR.as_posix()}/")
             elif normal.suffix != ".jsonl":
-                yield f"sources.local.files[{i}].path", f"{file.path!r}: expected JSON Lines (.jsonl), one record per line"
+                yield f"sources.local.files[{i}].path", (f"{file.path!r}: expected JSON Lines (.jsonl), one record per "
+                                                         "line")
         for i, spec in enumerate(self.sources.hub.datasets):
             try:
                 check_field_map(spec)
@@ -94,7 +96,8 @@ class Config(Checked):
                 yield f"sources.hub.datasets[{i}].field_map", str(e)
 
 
-SOURCES = {"synthetic": synthetic_source, "r1grid": reasoning_grid_source, "digits": digits_source, "local": local_source, "hub": hub_source}
+SOURCES = {"synthetic": synthetic_source, "r1grid": reasoning_grid_source, "digits": digits_source,
+           "local": local_source, "hub": hub_source}
 
 
 @dataclass
@@ -124,14 +127,16 @@ def _prepare(name: str, cand: Candidate, cfg: Config, root: Path) -> _Pending | 
     if empty:
         return Dropped(cand.key, "missing_field", f"{sample_id}: empty {empty} after normalisation", _raw(cand))
     if cand.answer_type not in ANSWER_TYPES:
-        return Dropped(cand.key, "bad_answer_type", f"{sample_id}: answer_type {cand.answer_type!r} not in {ANSWER_TYPES}", _raw(cand))
+        return Dropped(cand.key, "bad_answer_type",
+                       f"{sample_id}: answer_type {cand.answer_type!r} not in {ANSWER_TYPES}", _raw(cand))
     choices = tuple(normalise_text(c) for c in cand.choices) if cand.choices is not None else None
     problem = gold_answer_problem(texts["answer"], cand.answer_type, choices)
     if problem is not None:
         return Dropped(cand.key, "answer_type_mismatch", f"{sample_id}: {problem}", _raw(cand))
     bad_text = text_failures({**texts, **{f"choices[{i}]": c for i, c in enumerate(choices or ())}})
     if bad_text:
-        return Dropped(cand.key, bad_text[0].reason, f"{sample_id}: " + "; ".join(f.detail for f in bad_text), _raw(cand))
+        return Dropped(cand.key, bad_text[0].reason, f"{sample_id}: " + "; ".join(f.detail for f in bad_text),
+                       _raw(cand))
     if lone_surrogate(cand.provenance) is not None:  # the JSONL writer could not encode it
         return Dropped(cand.key, "invalid_utf8", f"{sample_id}: provenance holds a lone surrogate", _raw(cand))
     if not cand.images:
@@ -150,7 +155,8 @@ def _prepare(name: str, cand: Candidate, cfg: Config, root: Path) -> _Pending | 
         split=assign_split(sample_id, cfg.val_fraction, cfg.test_fraction, cfg.split_salt),
         provenance=cand.provenance,
     )
-    exact = hashlib.sha256("\x00".join([*record.images, record.question, record.reasoning, record.answer]).encode()).hexdigest()
+    exact = hashlib.sha256("\x00".join([*record.images, record.question, record.reasoning,
+                                        record.answer]).encode()).hexdigest()
     return _Pending(record, pngs, exact, f"{near}|{normalise_question(record.question)}")
 
 
@@ -168,7 +174,8 @@ def _collect(cfg: Config, root: Path) -> Iterator[tuple[str, _Pending | Dropped 
         if not source_cfg.enabled:
             continue
         ctx = SourceContext(
-            split_of=lambda key, n=name: assign_split(f"{n}/{key}", cfg.val_fraction, cfg.test_fraction, cfg.split_salt),
+            split_of=lambda key, n=name: assign_split(f"{n}/{key}", cfg.val_fraction, cfg.test_fraction,
+                                                      cfg.split_salt),
             root=root,
         )
         for item in source(source_cfg, ctx):
@@ -195,7 +202,8 @@ def curate(cfg: Config, root: Path) -> Curated:
             continue
         seen_in[name] += 1
         if isinstance(item, Dropped):
-            dropped.append({"id": f"{name}/{item.key}", "source": name, "reason": item.reason, "detail": item.detail, "raw": item.raw})
+            dropped.append({"id": f"{name}/{item.key}", "source": name, "reason": item.reason, "detail": item.detail,
+                            "raw": item.raw})
         else:
             pending.append(item)
     pending.sort(key=lambda p: p.record.id)

@@ -1,6 +1,7 @@
 """evaluate (× arm): greedy generation on the test split, scored with the repo's `evaluate` metric modules.
 
-deps:  models/<train stage>/<method>/ of the arm (`scalevlm.facts.arm_model`), data/validate_segments/test.jsonl (+ images),
+deps:  models/<train stage>/<method>/ of the arm (`scalevlm.facts.arm_model`),
+       data/validate_segments/test.jsonl (+ images),
        metrics/{answer_accuracy,format_compliance}, params.yaml[evaluate]
        data/local/ (benchmark copies, `evaluate.benchmarks`)
 outs:  reports/evaluate/<arm>/{metrics.json, predictions.jsonl, benchmarks/}
@@ -47,7 +48,8 @@ def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
         raise ValueError(f"unknown arm {arm!r}; arms are {list(ARMS)}")
     model_dir = root / arm_model(arm)
     if not model_dir.is_dir():
-        raise MissingInputError(f"{model_dir} not found: train the arm first (`dvc repro {NAME}@{arm}` runs its stages)")
+        raise MissingInputError(f"{model_dir} not found: train the arm first (`dvc repro {NAME}@{arm}` runs its "
+                                "stages)")
     records = read_split(root, "test", cfg.max_samples)
     for bench in cfg.benchmarks:  # a misconfigured benchmark stops the stage before any generation
         open_checked(bench, root)
@@ -59,11 +61,13 @@ def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
         bench = evaluate_benchmarks(cfg.benchmarks, root, *loaded, GenerationOptions(max_new_tokens=cfg.max_new_tokens),
                                     cfg.batch_size, staging / BENCHMARKS)
         if bench:  # headline numbers beside the test split's, for `dvc metrics show`
-            metrics["benchmarks"] = {name: {k: b[k] for k in ("n", "accuracy", "format_compliance")} for name, b in bench.items()}
+            metrics["benchmarks"] = {name: {k: b[k] for k in ("n", "accuracy", "format_compliance")}
+                                     for name, b in bench.items()}
         write_json(staging / METRICS, metrics)
     log.info("%s: accuracy %.3f, format %.3f on %d samples in %.1fs", arm, metrics["accuracy"],
              metrics["format_compliance"], len(rows), metrics["generation_wall_time_s"])
-    return {k: metrics[k] for k in ("arm", "n", "accuracy", "format_compliance", "answer_parse_rate", "generation_wall_time_s")}
+    return {k: metrics[k] for k in ("arm", "n", "accuracy", "format_compliance", "answer_parse_rate",
+                                    "generation_wall_time_s")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,7 +60,8 @@ class Config(Checked):
     def check(self) -> Problems:
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             yield "min_pixels", f"{self.min_pixels} is above max_pixels {self.max_pixels}"
-        sizes = [(f.name, getattr(self.tiny, f.name)) for f in fields(self.tiny) if f.name not in ("seed", "rope_theta")]
+        sizes = [(f.name, getattr(self.tiny, f.name)) for f in fields(self.tiny)
+                 if f.name not in ("seed", "rope_theta")]
         problems = [(f"tiny.{k}", p) for k, v in sizes if (p := Range(ge=1).problem(v))]
         problems += [(f"tiny.{k}", p) for k, rule in (("seed", Range(ge=0)), ("rope_theta", Range(gt=0)))
                      if (p := rule.problem(getattr(self.tiny, k)))]
@@ -109,7 +110,8 @@ def _pretrain(cfg: PerceptionConfig, model: Any, processor: Any, records: list[R
         raise MissingInputError(f"{images} not found: run curate_dataset first (`dvc repro curate_dataset`)")
     excluded = {p.relative_to(root / CURATED).as_posix() for p in images.rglob("*.png")}
     set_torch_threads(cfg.torch_threads)
-    report = pretrain_perception(model, processor, cfg, lambda rng: caption_sample(rng, grid), CAPTION_QUESTION, excluded)
+    report = pretrain_perception(model, processor, cfg, lambda rng: caption_sample(rng, grid), CAPTION_QUESTION,
+                                 excluded)
     held = report["held_out"]
     log.info("perception pre-training: %d steps in %.0fs; held-out caption exact %.3f, cells %.4f, count %.3f",
              report["steps"], report["train_time_s"], held["exact"], held["cell_accuracy"], held["count_correct"])
@@ -126,7 +128,8 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
         metrics = _describe(cfg, model, processor, extra)
         write_provenance(staging, NAME, cfg, root, {"model": metrics})
     write_json(root / OUT_REPORT / METRICS, {**metrics, "build_time_s": round(time.perf_counter() - start, 2)})
-    log.info("prepared %s (%s, %d parameters) in %s", cfg.name_or_path, metrics["model_class"], metrics["parameters"], out)
+    log.info("prepared %s (%s, %d parameters) in %s", cfg.name_or_path, metrics["model_class"], metrics["parameters"],
+             out)
     return metrics
 
 
@@ -138,8 +141,10 @@ def _describe(cfg: Config, model: Any, processor: Any, extra: dict[str, Any]) ->
         "processor_class": type(processor).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
-        "image_tokens_64x64": visual_tokens(processor, 64, 64),  # the processor resizes; see README, moving to a real model
-        "tags_single_tokens": all(len(tokenizer.encode(t, add_special_tokens=False)) == 1 for t in ("<think>", "</think>", "<answer>", "</answer>")),
+        # the processor resizes; see README, moving to a real model
+        "image_tokens_64x64": visual_tokens(processor, 64, 64),
+        "tags_single_tokens": all(len(tokenizer.encode(t, add_special_tokens=False)) == 1
+                                  for t in ("<think>", "</think>", "<answer>", "</answer>")),
         **extra,
     }
 

@@ -159,11 +159,13 @@ def gate(cfg: Config, root: Path, push: bool = True) -> int:
         check_committed(root)
         if push:  # before tagging: a registry version whose weights nobody can fetch must not exist
             pushed = push_with_deps(root, artifact_path(root, cfg.artifact))
-            print(f"gate: pushed {pushed['stage']} and its inputs to {pushed['remote']} ({pushed['pushed']} new objects)")
+            print(f"gate: pushed {pushed['stage']} and its inputs to {pushed['remote']} ({pushed['pushed']} new "
+                  "objects)")
         else:
             print("gate: --no-push: the model is NOT pushed to a DVC remote; only this machine can use the new version")
         version = register_and_assign(root, cfg.artifact, cfg.stage,
-                                      f"promoted {decision['candidate']} ({cfg.candidate}): " + "; ".join(decision["reasons"]))
+                                      f"promoted {decision['candidate']} ({cfg.candidate}): "
+                                      + "; ".join(decision["reasons"]))
     except (RegistryError, RemoteError, ConfigError) as e:
         print(f"gate: {e}", file=sys.stderr)
         return 2

@@ -51,7 +51,8 @@ def run(cfg: Config, root: Path, method: str = "scale") -> dict[str, Any]:
     from accelerate import PartialState
 
     if PartialState().is_main_process:
-        write_provenance(paths.model_out, NAME, cfg, root, {"method": method, "base_model": str(BASE_MODEL), "summary": summary})
+        write_provenance(paths.model_out, NAME, cfg, root,
+                         {"method": method, "base_model": str(BASE_MODEL), "summary": summary})
         write_json(root / report_dir(NAME, method) / METRICS, summary)
         write_json(root / report_dir(NAME, method) / LOG_HISTORY, history)
     return summary

@@ -222,7 +222,8 @@ def validate_cli(args: argparse.Namespace) -> int:
         write_outputs(v, images_root, out, out, Path(args.root))
         print(f"wrote {out}/{{train,val,test,rejected}}.jsonl, metrics.json, gx_results.json, {DOCS}/")
     if not v.results.passed:
-        where = f"{out / REJECTED_FILE} and {out / DOCS / 'index.html'}" if out else "--out DIR for the quarantine file and Data Docs"
+        where = f"{out / REJECTED_FILE} and {out / DOCS / 'index.html'}" if out else ("--out DIR for the quarantine "
+                                                                                      "file and Data Docs")
         print(failure_message(v.checks, failed_expectations(v.results.dataset), where), file=sys.stderr)
         return 1
     print("gate: passed")

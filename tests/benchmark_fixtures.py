@@ -35,14 +35,16 @@ def _image(colour: tuple[int, int, int] | None) -> dict[str, object] | None:
 
 SCIENCEQA_ROWS = [  # (image colour, question, choices, answer index, hint, subject)
     (RED, "Which colour is the square?", ["red", "blue"], 0, "", "natural science"),
-    (BLUE, "Which colour is the square?", ["red", "green", "blue"], 2, "The picture shows one square.", "natural science"),
+    (BLUE, "Which colour is the square?", ["red", "green", "blue"], 2, "The picture shows one square.",
+     "natural science"),
     (GREEN, "Which word does not rhyme?", ["cat", "hat", "dog"], 2, "", "language science"),
 ]
 
 
 def _scienceqa_dataset(rows: list[tuple]) -> datasets.Dataset:
     features = datasets.Features({
-        "image": datasets.Image(), "question": datasets.Value("string"), "choices": datasets.Sequence(datasets.Value("string")),
+        "image": datasets.Image(), "question": datasets.Value("string"),
+        "choices": datasets.Sequence(datasets.Value("string")),
         "answer": datasets.Value("int8"), **{c: datasets.Value("string") for c in SQA_TEXT if c != "question"},
     })
     data: dict[str, list] = {k: [] for k in features}
@@ -58,8 +60,10 @@ def _scienceqa_dataset(rows: list[tuple]) -> datasets.Dataset:
 def scienceqa_lmms_lab(folder: Path) -> Path:
     (folder / "ScienceQA-IMG").mkdir(parents=True)
     (folder / "README.md").write_text(
-        "---\nconfigs:\n- config_name: ScienceQA-FULL\n  data_files:\n  - split: test\n    path: ScienceQA-FULL/test-*\n"
-        "- config_name: ScienceQA-IMG\n  data_files:\n  - split: test\n    path: ScienceQA-IMG/test-*\n---\n# ScienceQA\n")
+        "---\nconfigs:\n- config_name: ScienceQA-FULL\n  data_files:\n  - split: test\n"
+        "    path: ScienceQA-FULL/test-*\n"
+        "- config_name: ScienceQA-IMG\n  data_files:\n  - split: test\n    path: ScienceQA-IMG/test-*\n---\n"
+        "# ScienceQA\n")
     _scienceqa_dataset(SCIENCEQA_ROWS).to_parquet(folder / "ScienceQA-IMG" / "test-00000-of-00001.parquet")
     (folder / "ScienceQA-FULL").mkdir()
     _scienceqa_dataset(SCIENCEQA_ROWS + [(None, "Which is a noun?", ["run", "tree"], 1, "", "language science")]) \
@@ -90,7 +94,8 @@ def iconqa_lmms_lab(folder: Path) -> Path:
     (folder / "README.md").write_text(
         "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: val\n    path: data/val-*\n---\n# ICON-QA\n")
     features = datasets.Features({
-        "question_id": datasets.Value("string"), "question": datasets.Value("string"), "choices": datasets.Value("string"),
+        "question_id": datasets.Value("string"), "question": datasets.Value("string"),
+        "choices": datasets.Value("string"),
         "answer": datasets.Value("string"), "query_image": datasets.Image(), "choice_image_0": datasets.Image(),
         "choice_image_1": datasets.Image(), "ques_type": datasets.Value("string"), "label": datasets.Value("string"),
         "grade": datasets.Value("string"), "skills": datasets.Value("string"),

@@ -32,7 +32,8 @@ def copy_project(dest: Path) -> Path:
         if (ROOT / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dest / rel)
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"], ["git", "config", "user.name", "ci"],
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
+                ["git", "config", "user.name", "ci"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
     return dest
@@ -67,5 +68,6 @@ def smoke_trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def copy_trained(src: Path, dest: Path) -> Path:
     """An independent copy of a trained project: work tree, git history and DVC cache (not DVC's tmp state)."""
-    shutil.copytree(src, dest, symlinks=True, ignore=lambda folder, names: ["tmp"] if Path(folder).name == ".dvc" else [])
+    shutil.copytree(src, dest, symlinks=True,
+                    ignore=lambda folder, names: ["tmp"] if Path(folder).name == ".dvc" else [])
     return dest

@@ -7,11 +7,14 @@ generation_config.json. Nothing is downloaded. Tokenizers are trained on the giv
 reasoning tags as single tokens: `<think>`, `</think>`, `<answer>`, `</answer>` split into several tokens as in
 the real vocabularies, and the byte-level one (Qwen2.5-VL) merges `><` across the think/answer boundary.
 
-| family | model class | tokenizer | image processor |
-|---|---|---|---|
-| qwen2_5_vl | Qwen2_5_VLForConditionalGeneration | byte-level BPE, Qwen2 pre-tokenizer | Qwen2VLImageProcessor (patch 14, merge 2) |
-| llava_next | LlavaNextForConditionalGeneration (Mistral text) | SentencePiece-style BPE, BOS added | LlavaNextImageProcessor (anyres) |
-| gemma3 | Gemma3ForConditionalGeneration | SentencePiece-style BPE, BOS in the template | Gemma3ImageProcessor (pan-and-scan off) |
+Per family: model class; tokenizer; image processor.
+
+- qwen2_5_vl: Qwen2_5_VLForConditionalGeneration; byte-level BPE, Qwen2 pre-tokenizer; Qwen2VLImageProcessor
+  (patch 14, merge 2)
+- llava_next: LlavaNextForConditionalGeneration (Mistral text); SentencePiece-style BPE, BOS added;
+  LlavaNextImageProcessor (anyres)
+- gemma3: Gemma3ForConditionalGeneration; SentencePiece-style BPE, BOS in the template; Gemma3ImageProcessor
+  (pan-and-scan off)
 """
 
 from __future__ import annotations
@@ -31,13 +34,19 @@ QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[
 
 QWEN2_5_VL_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}"
-    "{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content or 'image_url' in "
+    "content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}"
+    ": {% endif %}"
     "<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}"
+    ": {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}"
     "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
@@ -101,7 +110,8 @@ def _bpe(texts: Iterable[str], specials: list[str], vocab_size: int, sentencepie
     return tok
 
 
-def _write_common(out: Path, model: torch.nn.Module, template: str, image_processor: object, processor_class: str) -> None:
+def _write_common(out: Path, model: torch.nn.Module, template: str, image_processor: object,
+                  processor_class: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     image_processor.save_pretrained(out)  # type: ignore[attr-defined]
@@ -119,7 +129,8 @@ def build_qwen2_5_vl(out: Path, texts: Iterable[str], seed: int = 0) -> Path:
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
                 "<|video_pad|>"]
     tok = PreTrainedTokenizerFast(tokenizer_object=_bpe(texts, specials, 400, sentencepiece=False),
-                                  eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=specials[1:])
+                                  eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  additional_special_tokens=specials[1:])
     tok.save_pretrained(out)
     ids = tok.convert_tokens_to_ids
     cfg = Qwen2_5_VLConfig(
@@ -132,7 +143,8 @@ def build_qwen2_5_vl(out: Path, texts: Iterable[str], seed: int = 0) -> Path:
                        "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 64, "window_size": 56,
                        "fullatt_block_indexes": [1]},
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"), tie_word_embeddings=True,
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=True,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -175,11 +187,14 @@ def build_llava_next(out: Path, texts: Iterable[str], seed: int = 0) -> Path:
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                               image_size=28, patch_size=14, projection_dim=32)
     text = MistralConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, sliding_window=None,
-                         bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=None, tie_word_embeddings=False)
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         sliding_window=None,
+                         bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=None,
+                         tie_word_embeddings=False)
     pinpoints = [[28, 56], [56, 28], [56, 56]]
     cfg = LlavaNextConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=ids("<image>"),
-                          image_grid_pinpoints=pinpoints, vision_feature_layer=-2, vision_feature_select_strategy="default",
+                          image_grid_pinpoints=pinpoints, vision_feature_layer=-2,
+                          vision_feature_select_strategy="default",
                           projector_hidden_act="gelu", tie_word_embeddings=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -217,8 +232,10 @@ def build_gemma3(out: Path, texts: Iterable[str], seed: int = 0) -> Path:
     ids = tok.convert_tokens_to_ids
     cfg = Gemma3Config(
         text_config={"vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 4096,
-                     "sliding_window": 64, "bos_token_id": ids("<bos>"), "eos_token_id": [ids("<eos>"), ids("<end_of_turn>")],
+                     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                     "max_position_embeddings": 4096,
+                     "sliding_window": 64, "bos_token_id": ids("<bos>"),
+                     "eos_token_id": [ids("<eos>"), ids("<end_of_turn>")],
                      "pad_token_id": ids("<pad>")},
         vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                        "image_size": 28, "patch_size": 14, "vision_use_head": False},

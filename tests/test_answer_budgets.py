@@ -14,7 +14,8 @@ def test_tokens_to_open_answer_finds_a_tag_split_over_tokens() -> None:
 
 
 def test_missing_answer_at_each_budget() -> None:
-    rows = [{"answer_open_token": 10}, {"answer_open_token": 300}, {"answer_open_token": None}, {"answer_open_token": 128}]
+    rows = [{"answer_open_token": 10}, {"answer_open_token": 300}, {"answer_open_token": None},
+            {"answer_open_token": 128}]
     assert answer_budgets(512) == [128, 256, 384, 512]
     got = missing_answer_at(rows, answer_budgets(512))
     assert got == {"128": 0.5, "256": 0.5, "384": 0.25, "512": 0.25}

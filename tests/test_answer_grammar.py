@@ -46,7 +46,8 @@ def metric(pred: str, sample: adapters.Normalised) -> float:
 
 
 def answer_reasons(sample: adapters.Normalised) -> list[str]:
-    return [f.reason for f in checks.record_failures(record(sample)) if f.reason in checks.COLUMN_REASONS["answer_check"]]
+    return [f.reason for f in checks.record_failures(record(sample))
+            if f.reason in checks.COLUMN_REASONS["answer_check"]]
 
 
 TYPED = {

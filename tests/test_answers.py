@@ -140,7 +140,8 @@ def test_resolve_choice(text: str, choices: tuple[str, ...] | None, expected: in
         ("12", "twelve", "integer", None, False),  # a non-integer gold falls back to text
     ],
 )
-def test_is_correct(pred: str | None, gold: str, answer_type: str, choices: tuple[str, ...] | None, expected: bool) -> None:
+def test_is_correct(pred: str | None, gold: str, answer_type: str, choices: tuple[str, ...] | None,
+                    expected: bool) -> None:
     assert is_correct(pred, gold, answer_type, choices) is expected
 
 

@@ -32,7 +32,8 @@ def _params(tmp_path: Path, n: int) -> Path:
 
 def _curate(tmp_path: Path, params: Path, **kwargs) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "stages.curate_dataset", "--params", str(params), "--root", str(tmp_path)]
-    return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            **kwargs)
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The paper's benchmarks (ScienceQA image subset, IconQA): published layouts, lmms-eval prompts and scoring, the
-evaluate stage's per-benchmark reports, and compare's per-(arm, benchmark) rows. Fixtures: tests/benchmark_fixtures.py."""
+evaluate stage's per-benchmark reports, and compare's per-(arm, benchmark) rows. Fixtures:
+tests/benchmark_fixtures.py."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def _private_datasets_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
 
 
-def bench(name: str, adapter: str, path: str, config: str | None = None, split: str = "test", **over: object) -> Benchmark:
+def bench(name: str, adapter: str, path: str, config: str | None = None, split: str = "test",
+          **over: object) -> Benchmark:
     return Benchmark(**{"name": name, "adapter": adapter, "path_or_hub_id": path, "config": config, "split": split,
                         "revision": None, "limit": None, **over})
 
@@ -52,7 +54,8 @@ def test_parse_rate_reads_the_letters_letter_match_reads() -> None:
 
 
 def test_prompts_are_lmms_evals() -> None:
-    assert mcq.scienceqa_prompt("Which?", ["x", "y"], "It is hot.") == f"Context: It is hot.\nWhich?\nA. x\nB. y{SQA_POST}"
+    assert mcq.scienceqa_prompt("Which?", ["x", "y"],
+                                "It is hot.") == f"Context: It is hot.\nWhich?\nA. x\nB. y{SQA_POST}"
     assert mcq.scienceqa_prompt("Which?", ["x"], None) == f"Which?\nA. x{SQA_POST}"
     assert mcq.iconqa_prompt("How many", None) == (
         f"{ICON_HEAD}Question: How many.\nPlease answer the question using a single word or phrase.")
@@ -86,7 +89,8 @@ def test_scienceqa_img_in_lmms_labs_layout(tmp_path: Path) -> None:
     items, skipped = _items(list(read(bench("sqa", "scienceqa", "data/local/sqa", "ScienceQA-IMG"), tmp_path)))
     assert skipped == {} and [i.id for i in items] == ["sqa/test-0", "sqa/test-1", "sqa/test-2"]
     assert [i.target for i in items] == ["A", "C", "C"] and [len(i.images) for i in items] == [1, 1, 1]
-    assert items[1].prompt == f"Context: The picture shows one square.\nWhich colour is the square?\nA. red\nB. green\nC. blue{SQA_POST}"
+    assert items[1].prompt == ("Context: The picture shows one square.\nWhich colour is the square?\nA. red\n"
+                               f"B. green\nC. blue{SQA_POST}")
     assert items[0].images[0].getpixel((0, 0)) == (200, 30, 30) and items[2].group == "language science"
     assert items[1].doc["answer"] == 2 and "image" not in items[1].doc
     # the FULL config holds a text-only question: the image subset skips it, by name
@@ -111,7 +115,8 @@ def test_iconqa_in_lmms_labs_layout(tmp_path: Path) -> None:
     assert (img.target, img.choices, len(img.images)) == ("B", ("The first image.", "The second image."), 3)
     assert img.images[2].getpixel((0, 0)) == (30, 30, 200)  # query, choice 0, choice 1, in that order
     assert (fill.target, fill.choices, fill.group) == ("7", None, "fill_in_blank")
-    assert txt.prompt.startswith(ICON_HEAD + "Question: What has been done to this letter?.\nOptions:\nA. turn\nB. flip")
+    assert txt.prompt.startswith(ICON_HEAD
+                                 + "Question: What has been done to this letter?.\nOptions:\nA. turn\nB. flip")
 
 
 def test_misconfigured_benchmarks_stop_with_the_fix(tmp_path: Path) -> None:
@@ -243,7 +248,8 @@ def test_benchmark_rows_pair_the_arms_on_shared_questions(tmp_path: Path) -> Non
                                                    "config": "ScienceQA-IMG", "split": "test", "n": 21}})
     result = compare_benchmarks(tmp_path, seed=0, n_resamples=200)
     sqa = result["benchmarks"]["sqa"]
-    assert sqa["n"] == 20 and sqa["arms"]["sft-scale"]["accuracy"] == 1.0 and sqa["arms"]["sft-vanilla"]["accuracy"] == 0.5
+    assert (sqa["n"] == 20 and sqa["arms"]["sft-scale"]["accuracy"] == 1.0
+            and sqa["arms"]["sft-vanilla"]["accuracy"] == 0.5)
     low, high = sqa["arms"]["sft-vanilla"]["accuracy_low"], sqa["arms"]["sft-vanilla"]["accuracy_high"]
     assert low < 0.5 < high
     test = next(t for t in sqa["tests"] if (t["a"], t["b"]) == ("sft-scale", "sft-vanilla"))

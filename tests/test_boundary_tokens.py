@@ -20,7 +20,8 @@ COMPLETION = "<think>row 1: red blue. 1 red</think><answer>3</answer>"
 
 def _tokenizer() -> PreTrainedTokenizerFast:
     texts = ["How many red cells? " + COMPLETION] * 20
-    return PreTrainedTokenizerFast(tokenizer_object=_bpe(texts, ["<|endoftext|>", "<|im_end|>"], 300, sentencepiece=False),
+    return PreTrainedTokenizerFast(tokenizer_object=_bpe(texts, ["<|endoftext|>", "<|im_end|>"], 300,
+                                                         sentencepiece=False),
                                    eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 

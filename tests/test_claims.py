@@ -34,7 +34,8 @@ def test_claim_2_needs_non_inferiority_and_a_fraction_of_the_time() -> None:
     worse = matches_at_a_fraction(d(-0.1, -0.15, -0.05, b=GRPO_VANILLA), Interval(0.1, 0.1, 0.1))
     assert worse.verdict.startswith("contradicted") and "less accurate" in worse.verdict
     # "not significantly worse" is not enough: an interval reaching below the margin is undecided
-    assert matches_at_a_fraction(d(0.0, -0.08, 0.08, b=GRPO_VANILLA), Interval(0.1, 0.1, 0.1)).verdict.startswith("undecided")
+    assert matches_at_a_fraction(d(0.0, -0.08, 0.08, b=GRPO_VANILLA),
+                                 Interval(0.1, 0.1, 0.1)).verdict.startswith("undecided")
     assert matches_at_a_fraction(close, None).verdict.startswith("undecided")
 
 

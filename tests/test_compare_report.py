@@ -15,7 +15,8 @@ from scalevlm.runtime import write_json
 STUDY = "reports/study/study/"  # the seed spread measured on the tiny model and the first embedded task
 
 
-def facts(source: str | None = TINY_MODEL, parameters: int | None = 1_276_160, sources: tuple[str, ...] = ("synthetic",),
+def facts(source: str | None = TINY_MODEL, parameters: int | None = 1_276_160,
+          sources: tuple[str, ...] = ("synthetic",),
           benchmarks: tuple[str, ...] = ()) -> RunFacts:
     return RunFacts(model_source=source, model_class=None if source is None else "Qwen2VLForConditionalGeneration",
                     parameters=parameters, test_sources=sources, benchmarks=benchmarks)
@@ -59,7 +60,8 @@ def test_generated_sources_are_curate_datasets_offline_generators() -> None:
     """The caveats call a test set 'embedded' by these names: they must be exactly the generator sources."""
     from stages.curate_dataset import SOURCES
 
-    generators = {name for name, fn in SOURCES.items() if fn.__module__ in ("scalevlm.sources.synthetic", "scalevlm.sources.reasoning_grid")}
+    generators = {name for name, fn in SOURCES.items()
+                  if fn.__module__ in ("scalevlm.sources.synthetic", "scalevlm.sources.reasoning_grid")}
     assert set(GENERATED_SOURCES) == generators
 
 
@@ -83,7 +85,8 @@ def test_compare_names_a_hub_model_from_prepare_models_report(tmp_path: Path) ->
     readme = (tmp_path / "reports/compare/README.md").read_text()
     assert "The base model is not described" in readme
     write_json(tmp_path / "reports/prepare_model/metrics.json",
-               {"source": "org/vlm-7b", "model_class": "LlavaNextForConditionalGeneration", "parameters": 7_566_747_648})
+               {"source": "org/vlm-7b", "model_class": "LlavaNextForConditionalGeneration",
+                "parameters": 7_566_747_648})
     assert run(cfg, tmp_path) == first
     readme = (tmp_path / "reports/compare/README.md").read_text()
     assert "- Base model `org/vlm-7b` (LlavaNextForConditionalGeneration, ~7.6 B parameters" in readme

@@ -42,7 +42,8 @@ class Outer:
     flag: bool = False
 
 
-GOOD = {"steps": 3, "name": "x", "inner": {"kind": "a", "weight": 1}, "items": [{"kind": "b", "weight": 0.5}], "limit": None}
+GOOD = {"steps": 3, "name": "x", "inner": {"kind": "a", "weight": 1}, "items": [{"kind": "b", "weight": 0.5}],
+        "limit": None}
 
 
 def test_builds_nested_frozen_config() -> None:
@@ -64,7 +65,8 @@ def test_builds_nested_frozen_config() -> None:
         ({"items": {"kind": "a"}}, r"s.items: expected a list"),
         ({"limit": "x"}, r"s.limit: expected null or int, got str: 'x'"),
     ],
-    ids=["unknown_key", "none_for_int", "str_for_int", "bool_for_int", "bad_literal", "nested_missing", "not_a_list", "bad_optional"],
+    ids=["unknown_key", "none_for_int", "str_for_int", "bool_for_int", "bad_literal", "nested_missing", "not_a_list",
+         "bad_optional"],
 )
 def test_rejects_bad_values(change: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

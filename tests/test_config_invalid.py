@@ -55,7 +55,8 @@ EXAMPLE_ITEMS = {
                             "config": "ScienceQA-IMG", "split": "test", "revision": None, "limit": None},
 }
 
-SIZES = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vision_embed_dim",
+SIZES = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
+         "vision_embed_dim",
          "vision_depth", "vision_heads", "vision_mlp_ratio", "patch_size", "merge_size", "max_pixels",
          "max_position_embeddings")
 TINY = "prepare_model.tiny"
@@ -80,7 +81,8 @@ INVALID: dict[str, list[Any]] = {
     f"{SYN}.p_blue": [1.01, *NOT_FLOAT, Named(0.6, f"{SYN}.p_red")],
     f"{SYN}.jitter": NOT_BOOL,
     f"{SYN}.answer_step": ["add", *NOT_ENUM],
-    f"{R1}.enabled": [*NOT_BOOL, Named(False, "curate_dataset.sources")],  # the others are off: nothing would be curated
+    # the others are off: nothing would be curated
+    f"{R1}.enabled": [*NOT_BOOL, Named(False, "curate_dataset.sources")],
     f"{R1}.n": [-10, *NOT_INT],
     f"{R1}.seed": [-1, *NOT_INT],
     f"{R1}.rows": [0, -1, 9, *NOT_INT],

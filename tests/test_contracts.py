@@ -60,7 +60,8 @@ def _expand(spec: dict, entries: list) -> list[str]:
 
 
 def test_stage_deps_are_code_in_the_repo_or_outputs_of_a_stage() -> None:
-    produced = [o for spec in DVC.values() for key in ("outs", "metrics", "plots") for o in _expand(spec, spec.get(key))]
+    produced = [o for spec in DVC.values() for key in ("outs", "metrics", "plots")
+                for o in _expand(spec, spec.get(key))]
     for name, spec in DVC.items():
         for dep in _expand(spec, spec["deps"]):
             dep = re.sub(r"\$\{(\w+)\.(\w+)\}", lambda m: str(PARAMS[m.group(1)][m.group(2)]), dep)
@@ -81,7 +82,8 @@ def _imports(path: Path) -> set[str]:
 
 LAYERS = [
     # (files, forbidden import prefixes)
-    ("src/scalevlm/core", ("prefect", "dvc", "dvclive", "trl", "transformers", "datasets", "great_expectations", "stages", "flows", "PIL")),
+    ("src/scalevlm/core", ("prefect", "dvc", "dvclive", "trl", "transformers", "datasets", "great_expectations",
+                           "stages", "flows", "PIL")),
     ("src/scalevlm", ("prefect", "stages", "flows")),
     ("stages", ("prefect", "flows")),
     # flows reach stages through DVC or a CLI subprocess only, and hold no ML (README: architecture)
@@ -94,9 +96,11 @@ def test_dependencies_point_one_way(folder: str, forbidden: tuple[str, ...]) -> 
     for path in (ROOT / folder).rglob("*.py"):
         bad = {m for m in _imports(path) if m.split(".")[0] in forbidden}
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
-    if folder == "src/scalevlm":  # lower floors never import the training floor (prompts, labels, evaluation are below it)
+    # lower floors never import the training floor (prompts, labels, evaluation are below it)
+    if folder == "src/scalevlm":
         for sub in ("core", "evaluation", "modeling", "labels.py", "prompts.py", "validation"):
-            for path in (ROOT / folder / sub).rglob("*.py") if (ROOT / folder / sub).is_dir() else [ROOT / folder / sub]:
+            for path in ((ROOT / folder / sub).rglob("*.py") if (ROOT / folder / sub).is_dir()
+                         else [ROOT / folder / sub]):
                 up = {m for m in _imports(path) if m.startswith("scalevlm.training")}
                 assert not up, f"{path.relative_to(ROOT)} imports {sorted(up)}: an import that runs back up"
     if folder.endswith("core"):
@@ -173,7 +177,8 @@ def test_stage_outputs_and_data_deps_are_the_facts(name: str) -> None:
 
 
 def _string_constants(path: Path) -> set[str]:
-    return {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    return {n.value for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)}
 
 
 def test_no_arm_name_is_spelled_outside_the_facts_module() -> None:

@@ -37,7 +37,8 @@ def tree_digest(folder: Path) -> str:
 
 @pytest.fixture
 def small_cfg(project_root: Path) -> stage.Config:
-    return make_cfg(project_root, synthetic={"n": 120, "enabled": True}, r1grid={"enabled": False}, digits={"n": 60, "enabled": True})
+    return make_cfg(project_root, synthetic={"n": 120, "enabled": True}, r1grid={"enabled": False},
+                    digits={"n": 60, "enabled": True})
 
 
 def test_records_follow_the_schema_and_the_segment_rule(small_cfg: stage.Config, tmp_path: Path) -> None:
@@ -82,8 +83,10 @@ def test_rerun_is_byte_identical(small_cfg: stage.Config, tmp_path: Path) -> Non
 
 
 def test_adding_data_never_moves_existing_samples(project_root: Path, tmp_path: Path) -> None:
-    small = make_cfg(project_root, synthetic={"n": 80, "enabled": True}, r1grid={"enabled": False}, digits={"n": 40, "enabled": True})
-    large = make_cfg(project_root, synthetic={"n": 160, "enabled": True}, r1grid={"enabled": False}, digits={"n": 80, "enabled": True})
+    small = make_cfg(project_root, synthetic={"n": 80, "enabled": True}, r1grid={"enabled": False},
+                     digits={"n": 40, "enabled": True})
+    large = make_cfg(project_root, synthetic={"n": 160, "enabled": True}, r1grid={"enabled": False},
+                     digits={"n": 80, "enabled": True})
     stage.run(small, tmp_path / "s")
     stage.run(large, tmp_path / "l")
     before = {r.id: r for r in read_records(tmp_path / "s/data/curate_dataset/records.jsonl")}
@@ -99,16 +102,19 @@ def test_digit_test_images_come_from_held_out_handwriting(small_cfg: stage.Confi
     assert train and held and not train & held
 
 
-def test_duplicates_are_dropped_with_reasons_and_counted(small_cfg: stage.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_duplicates_are_dropped_with_reasons_and_counted(small_cfg: stage.Config, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A source that repeats samples exactly, re-encodes one (near duplicate) and yields a blank answer."""
-    base = list(stage.synthetic_source(small_cfg.sources.synthetic, SourceContext(split_of=lambda k: "train", root=tmp_path)))[:5]
+    base = list(stage.synthetic_source(small_cfg.sources.synthetic,
+                                       SourceContext(split_of=lambda k: "train", root=tmp_path)))[:5]
 
     def noisy(cfg: object, ctx: SourceContext):
         yield from base
         yield Candidate(**{**base[0].__dict__, "key": "copy-0"})  # exact duplicate under another key
         jpeg = base[1].images[0].convert("RGB").copy()
         jpeg.putpixel((0, 0), (250, 250, 250))  # one changed pixel: not exact, still near
-        yield Candidate(**{**base[1].__dict__, "key": "near-1", "images": (jpeg,), "reasoning": base[1].reasoning + " "})
+        yield Candidate(**{**base[1].__dict__, "key": "near-1", "images": (jpeg,),
+                           "reasoning": base[1].reasoning + " "})
         yield Candidate(**{**base[2].__dict__, "key": "blank", "answer": "   "})
 
     monkeypatch.setitem(stage.SOURCES, "synthetic", noisy)

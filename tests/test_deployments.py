@@ -65,7 +65,8 @@ def server(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def prefect(env: dict[str, str], cwd: Path, *args: str, timeout: float = 120) -> str:
-    result = subprocess.run([str(BIN / "prefect"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([str(BIN / "prefect"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout)
     assert result.returncode == 0, f"prefect {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -92,7 +93,8 @@ def test_deploy_schedule_and_run_smoke_through_a_process_worker(server: dict[str
                          60, "the scheduler to create cron runs")
     assert {r["deployment_id"] for r in scheduled}, "cron deployments have scheduled runs"
 
-    out = prefect(env, project, "deployment", "run", "scalevlm-pipeline/smoke", "--params", json.dumps({"targets": ["curate_dataset"]}))
+    out = prefect(env, project, "deployment", "run", "scalevlm-pipeline/smoke", "--params",
+                  json.dumps({"targets": ["curate_dataset"]}))
     run_id = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
     worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "scalevlm-process", "--run-once"],
                               cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

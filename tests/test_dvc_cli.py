@@ -16,8 +16,8 @@ from flows import dvc_cli
 from flows.sweep import queue_progress
 
 ROOT = Path(__file__).resolve().parents[1]
-WRITE_X = ("python -c \"import yaml; p = yaml.safe_load(open('params.yaml'))['make']; assert p['x'] != 13, 'x=13 fails'; "
-           "open('a.txt', 'w').write(str(p['x'] * 10 + p['seed']))\"")
+WRITE_X = ("python -c \"import yaml; p = yaml.safe_load(open('params.yaml'))['make']; assert p['x'] != 13, 'x=13 "
+           "fails'; open('a.txt', 'w').write(str(p['x'] * 10 + p['seed']))\"")
 DVC_YAML = f"""\
 stages:
   # declared out of order on purpose: the order comes from the graph
@@ -49,7 +49,8 @@ def sh(root: Path, *cmd: str) -> str:
 def repo(tmp_path: Path) -> Path:
     (tmp_path / "dvc.yaml").write_text(DVC_YAML)
     (tmp_path / "params.yaml").write_text("make:\n  x: 1  # the value make_a writes\n  seed: 0\n")
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"], ["git", "config", "user.name", "ci"],
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
+                ["git", "config", "user.name", "ci"],
                 [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
         sh(tmp_path, *cmd)
     return tmp_path
@@ -138,7 +139,8 @@ def harness():
 def test_sweep_flow_queues_runs_and_fails_only_on_its_own_failures(repo: Path, harness: None) -> None:
     from flows.sweep import sweep
 
-    spec = {"name": "t", "grid": {"make.x": [2, 13]}, "seeds": [0], "seed_params": ["make.seed"], "targets": ["make_a"], "jobs": 2}
+    spec = {"name": "t", "grid": {"make.x": [2, 13]}, "seeds": [0], "seed_params": ["make.seed"], "targets": ["make_a"],
+            "jobs": 2}
     (repo / "sweep.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(RuntimeError, match=r"experiments failed:\nt-1-s0 \(log: "):
         sweep("sweep.yaml", root=str(repo), report=False, timeout_s=300)

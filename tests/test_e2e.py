@@ -21,7 +21,8 @@ BIN = Path(sys.executable).parent
 
 def dvc(root: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, capture_output=True, text=True,
+                            timeout=900)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result.stdout
 
@@ -45,7 +46,8 @@ def test_smoke_repro_then_experiments(smoke_trained: tuple[Path, str], tmp_path:
     for name, w_end in (("wend0", "0.0"), ("wend5", "0.5")):
         dvc(root, "exp", "run", "-n", name, "-S", f"train_sft.scale.w_end={w_end}", "train_sft@scale")
     shown = json.loads(dvc(root, "exp", "show", "--json"))
-    assert {"wend0", "wend5"} <= {e.get("name") for entry in shown for exp in entry.get("experiments") or [] for e in exp["revs"]}
+    assert {"wend0", "wend5"} <= {e.get("name") for entry in shown for exp in entry.get("experiments") or []
+                                  for e in exp["revs"]}
     diff = json.loads(dvc(root, "metrics", "diff", "wend0", "wend5", "--json"))
     assert any(path.startswith("reports/train_sft/scale") for path in diff)
     dvc(root, "plots", "diff", "wend0", "wend5", "-o", str(tmp_path / "plots"))

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _records(root: Path, n: int) -> dict[str, list[Record]]:
     from scalevlm.sources.synthetic import GridConfig, grid_sample
 
-    grids = [GridConfig(enabled=True, n=n, seed=0, rows=size, cols=size, cell_px=16, p_red=0.5, p_blue=0.2, jitter=False,
+    grids = [GridConfig(enabled=True, n=n, seed=0, rows=size, cols=size, cell_px=16, p_red=0.5, p_blue=0.2,
+                        jitter=False,
                         answer_step="copy") for size in (2, 4)]  # 32 and 64 px: prompts of different lengths
     store = ImageStore(root / "data" / "curate_dataset")
     splits: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
@@ -143,7 +144,8 @@ def test_family_runs_every_stage(project: tuple[Path, dict[str, Path]], family: 
     sft = load_config(train_sft.Config, params, "train_sft")
     for method in ("vanilla", "scale"):
         metrics = train_sft.run(sft, root, method)
-        assert metrics["steps"] == 2 and metrics["final_loss_think"] is not None and metrics["final_loss_answer"] is not None
+        assert (metrics["steps"] == 2 and metrics["final_loss_think"] is not None
+                and metrics["final_loss_answer"] is not None)
     lora = dataclasses.replace(sft, lora=dataclasses.replace(sft.lora, enabled=True))
     train_sft.run(lora, root, "scale")  # the LoRA arm replaces the full-fine-tuning one; GRPO starts from it merged
     grpo = train_grpo.run(load_config(train_grpo.Config, params, "train_grpo"), root, "scale")
@@ -185,7 +187,8 @@ TINY_TOKENS_64 = {"qwen2_5_vl": 4, "llava_next": 24, "gemma3": 4}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_image_tokens_with_the_real_image_processor_settings(project: tuple[Path, dict[str, Path]], family: str) -> None:
+def test_image_tokens_with_the_real_image_processor_settings(project: tuple[Path, dict[str, Path]],
+                                                             family: str) -> None:
     """What the README states per family, from each family's published image-processor settings (no weights)."""
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -220,7 +223,8 @@ def test_pixel_bounds_from_params(project: tuple[Path, dict[str, Path]], tmp_pat
     shutil.copytree(src / "data", root / "data")
     params = _params(hub["qwen2_5_vl"])
     params["prepare_model"].update(min_pixels=784, max_pixels=784)  # one merged 28×28 patch per image
-    assert prepare_model.run(load_config(prepare_model.Config, params, "prepare_model"), root)["image_tokens_64x64"] == 1
+    assert prepare_model.run(load_config(prepare_model.Config, params, "prepare_model"),
+                             root)["image_tokens_64x64"] == 1
     saved = load_processor(str(root / "models" / "prepare_model"))  # every later stage loads these bounds
     assert visual_tokens(saved, 448, 448) == 1
     params = _params(hub["llava_next"])

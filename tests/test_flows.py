@@ -21,11 +21,15 @@ DVC_YAML = {
     "stages": {
         # declared out of order on purpose: the flow must follow the graph, not the file
         # its output stands in for the candidate's model, which promote copies to models/promote (the artifact)
-        "summarise": {"cmd": "python -c \"import pathlib; p = pathlib.Path('models/train_sft/scale'); p.mkdir(parents=True, exist_ok=True); (p / 'w.txt').write_text(pathlib.Path('a.txt').read_text() * 2)\"",
+        "summarise": {"cmd": "python -c \"import pathlib; p = pathlib.Path('models/train_sft/scale'); "
+                             "p.mkdir(parents=True, exist_ok=True); (p / "
+                             "'w.txt').write_text(pathlib.Path('a.txt').read_text() * 2)\"",
                       "deps": ["a.txt"], "outs": ["models/train_sft/scale"]},
-        "make_a": {"cmd": "python -c \"import pathlib; pathlib.Path('a.txt').write_text(pathlib.Path('in.txt').read_text())\"",
+        "make_a": {"cmd": "python -c \"import pathlib; "
+                          "pathlib.Path('a.txt').write_text(pathlib.Path('in.txt').read_text())\"",
                    "deps": ["in.txt"], "outs": ["a.txt"]},
-        "promote": {"cmd": "python -m stages.promote", "deps": ["models/train_sft/scale", "reports/evaluate/sft-scale"], "params": ["promote"],
+        "promote": {"cmd": "python -m stages.promote", "deps": ["models/train_sft/scale", "reports/evaluate/sft-scale"],
+                    "params": ["promote"],
                     "outs": ["models/promote", {"reports/promote/decision.json": {"cache": False}},
                              {"reports/promote/candidate.json": {"cache": False}}]},
     },
@@ -56,7 +60,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ev = tmp_path / "reports/evaluate/sft-scale"
     ev.mkdir(parents=True)
     (ev / "metrics.json").write_text(json.dumps({"accuracy": 0.5, "format_compliance": 1.0}))
-    (ev / "predictions.jsonl").write_text("".join(json.dumps({"id": f"s{i}", "correct": i % 2 == 0}) + "\n" for i in range(20)))
+    (ev / "predictions.jsonl").write_text("".join(json.dumps({"id": f"s{i}", "correct": i % 2 == 0}) + "\n"
+                                                  for i in range(20)))
     sh(tmp_path, "git", "init", "-q")
     sh(tmp_path, "git", "config", "user.email", "ci@example.com")
     sh(tmp_path, "git", "config", "user.name", "ci")
@@ -204,7 +209,8 @@ def test_a_killed_profile_run_is_undone_by_the_next_run_and_a_live_one_blocks(pr
 
     _hold_profile(project, "die").wait()
     params.write_text(params.read_text() + "# edited after the crash\n")
-    with pytest.raises(ValueError, match=r"edited since.*\.scalevlm/profile/params\.yaml"), profile_applied(project, "default"):
+    with (pytest.raises(ValueError, match=r"edited since.*\.scalevlm/profile/params\.yaml"),
+          profile_applied(project, "default")):
         pass
     assert (project / ".scalevlm/profile/params.yaml").read_bytes() == original
 

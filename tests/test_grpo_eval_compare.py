@@ -22,7 +22,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project root with validated train/val/test splits and an (untrained) tiny model as both SFT arms. Two image
     sizes, so prompts differ in length (GRPO must left-pad the multimodal fields like the prompt ids)."""
     root = tmp_path_factory.mktemp("project")
-    grid_project(root, 28, lambda i: "test" if i % 3 == 0 else ("val" if i >= 24 else "train"), (grid(1, jitter=False, p_red=0.5, p_blue=0.2),
+    grid_project(root, 28, lambda i: "test" if i % 3 == 0 else ("val" if i >= 24 else "train"),
+                 (grid(1, jitter=False, p_red=0.5, p_blue=0.2),
                  grid(4, jitter=False, p_red=0.5, p_blue=0.2)), arms=[("train_sft", m) for m in ("vanilla", "scale")])
     return root
 
@@ -32,11 +33,14 @@ def grpo_cfg(**over: object) -> object:
     from stages.train_grpo import Config
 
     base = dict(seed=0, max_steps=2, learning_rate=1e-4, batch_size=8, num_generations=4, max_completion_length=12,
-                beta=0.0, temperature=1.0, loss_type="dapo", reward_weights=RewardWeights(format=0.5, accuracy=1.0, length=0.1),
-                max_think_chars=50, train_limit=8, logging_steps=1, gradient_checkpointing=False, dtype="float32", use_vllm=False, vllm_mode="colocate",
+                beta=0.0, temperature=1.0, loss_type="dapo",
+                reward_weights=RewardWeights(format=0.5, accuracy=1.0, length=0.1),
+                max_think_chars=50, train_limit=8, logging_steps=1, gradient_checkpointing=False, dtype="float32",
+                use_vllm=False, vllm_mode="colocate",
                 trust_remote_code=False, torch_threads=1, save_steps=0, resume=False, keep_checkpoints=False,
                 lr_scheduler="linear", warmup_ratio=0.0, freeze_vision=False,
-                heldout=HeldOutSettings(every=1, samples=4, batch_size=4, patience=0, min_delta=0.0, restore_best=False))
+                heldout=HeldOutSettings(every=1, samples=4, batch_size=4, patience=0, min_delta=0.0,
+                                        restore_best=False))
     base.update(over)
     return Config(**base)
 
@@ -73,7 +77,8 @@ def test_train_grpo_smoke(project: Path) -> None:
 
 @pytest.mark.parametrize(
     ("over", "message"),
-    [({"batch_size": 6}, "multiple of num_generations"), ({"num_generations": 1, "batch_size": 8}, "num_generations: must be >= 2")],
+    [({"batch_size": 6}, "multiple of num_generations"),
+     ({"num_generations": 1, "batch_size": 8}, "num_generations: must be >= 2")],
 )
 @pytest.mark.slow
 def test_train_grpo_rejects_bad_config(project: Path, over: dict[str, object], message: str) -> None:
@@ -96,7 +101,8 @@ def test_grpo_batch_size_is_global_like_sft(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_grpo_dataset_is_the_sft_rows_without_completion_and_refuses_missing_images(project: Path, tmp_path: Path) -> None:
+def test_grpo_dataset_is_the_sft_rows_without_completion_and_refuses_missing_images(project: Path,
+                                                                                    tmp_path: Path) -> None:
     from scalevlm.training.data import grpo_dataset, sft_dataset
     from scalevlm.validation import read_split
 
@@ -127,7 +133,8 @@ def test_evaluate_smoke(project: Path) -> None:
     folder = project / "reports/evaluate/sft-scale"
     rows = [row for _, row in read_jsonl(folder / "predictions.jsonl")]
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
-    assert all(r["completion_tokens"] <= 10 and r["think_tokens"] + r["answer_tokens"] == r["completion_tokens"] for r in rows)
+    assert all(r["completion_tokens"] <= 10 and r["think_tokens"] + r["answer_tokens"] == r["completion_tokens"]
+               for r in rows)
     metrics = json.loads((folder / "metrics.json").read_text())
     for key in ("accuracy", "format_compliance", "answer_parse_rate", "missing_answer_rate", "think_tokens_mean",
                 "think_tokens_median", "answer_tokens_mean", "answer_tokens_median"):
@@ -141,7 +148,8 @@ def test_evaluate_smoke(project: Path) -> None:
 
 
 def test_reference_losses_are_the_models_own_token_losses(project: Path) -> None:
-    """The per-segment sums add up to the mean next-token loss of the model on prompt + reference (completion labels)."""
+    """The per-segment sums add up to the mean next-token loss of the model on prompt + reference (completion
+    labels)."""
     import torch
     from PIL import Image
 
@@ -154,7 +162,8 @@ def test_reference_losses_are_the_models_own_token_losses(project: Path) -> None
     image = Image.open(image_paths(project, record)[0]).convert("RGB")
     (ref,) = reference_losses(model, processor, [[image]], [record.question], [record.completion])
     prompt = prompt_text(processor, record.question, 1)
-    enc = processor(text=[prompt + record.completion + processor.tokenizer.eos_token], images=[[image]], return_tensors="pt",
+    enc = processor(text=[prompt + record.completion + processor.tokenizer.eos_token], images=[[image]],
+                    return_tensors="pt",
                     **PROMPT_TOKENIZE_KWARGS)
     n_prompt = len(processor(text=[prompt], images=[[image]], **PROMPT_TOKENIZE_KWARGS)["input_ids"][0])
     labels = enc["input_ids"].clone()
@@ -240,7 +249,8 @@ def test_compare_on_constructed_outputs(tmp_path: Path) -> None:
     better = [1] * 30 + [0] * 10  # right on 10 more samples, wrong on none that base gets: McNemar p = 2/2**10
     for arm, correct, missing in zip(ARMS, (base, better, base, better), (12, 0, 0, 0), strict=True):
         _write_arm(tmp_path, arm, correct, think=50, missing=missing)  # vanilla SFT's last 12 (all wrong) are cut off
-    for stage, times in (("train_sft", {"vanilla": 100.0, "scale": 110.0}), ("train_grpo", {"vanilla": 120.0, "scale": 130.0})):
+    for stage, times in (("train_sft", {"vanilla": 100.0, "scale": 110.0}),
+                         ("train_grpo", {"vanilla": 120.0, "scale": 130.0})):
         for method, wall in times.items():
             write_json(tmp_path / "reports" / stage / method / "metrics.json", {"wall_time_s": wall})
     live = tmp_path / "reports/train_sft/scale/dvclive/plots/metrics"
@@ -270,7 +280,8 @@ def test_compare_on_constructed_outputs(tmp_path: Path) -> None:
     assert "3. SCALe + GRPO is the best arm — undecided: not better than sft-scale (a tie is not best)" in readme
     # vanilla SFT misses <answer> on 12 samples, SCALe-SFT on none: exact McNemar p = 2 / 2**12
     missing = metrics["missing_answer_tests"]
-    assert list(missing) == ["max_new_tokens"] and missing["max_new_tokens"]["diff"] == pytest.approx(-12 / 40)  # no budgets measured
+    # no budgets measured
+    assert list(missing) == ["max_new_tokens"] and missing["max_new_tokens"]["diff"] == pytest.approx(-12 / 40)
     assert "4. SCALe-SFT leaves fewer outputs without <answer> than vanilla SFT — supported" in readme
     assert len(metrics["claims"]) == 4
     assert "| sft-scale | 0.750 [" in (out / "table.md").read_text()
@@ -281,7 +292,8 @@ def test_compare_on_constructed_outputs(tmp_path: Path) -> None:
     assert "at seed level" not in readme
     claim = {"claim": "1. SCALe-SFT beats vanilla SFT", "verdict": "supported",
              "evidence": "Δ +0.167 [95% CI +0.119, +0.215], 5/0 seeds, p(t) 0.001, p(sign-flip) 0.062"}
-    write_json(tmp_path / "reports/study/st/study.json", {"claims": [claim], "time_ratio_scale_sft_over_sft_plus_grpo": {"0": 0.7}})
+    write_json(tmp_path / "reports/study/st/study.json",
+               {"claims": [claim], "time_ratio_scale_sft_over_sft_plus_grpo": {"0": 0.7}})
     assert run(Config(n_resamples=500, seed=0, alpha=0.05, study="st"), tmp_path) == summary
     readme = (out / "README.md").read_text()
     assert "## The paper's claims at seed level (`reports/study/st/`, not this run)" in readme

@@ -105,7 +105,8 @@ def _launch(kind: str, project: Path) -> subprocess.Popen:
             subprocess.run(cmd, cwd=project, check=True, env=ENV)
         cmd = [sys.executable, "-m", "dvc", "repro", "slow"]
     else:  # `; true` keeps sh alive between the parent and the stage (no exec)
-        cmd = [sys.executable, "-c", f"import subprocess; subprocess.run(['sh', '-c', '{sys.executable} stage.py; true'])"]
+        cmd = [sys.executable, "-c",
+               f"import subprocess; subprocess.run(['sh', '-c', '{sys.executable} stage.py; true'])"]
     return subprocess.Popen(cmd, cwd=project, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
@@ -126,7 +127,8 @@ def test_killing_the_launcher_stops_the_stage_and_its_children(tmp_path: Path, k
         os.killpg(launcher.pid, signal.SIGKILL)
     # the next run owns the outputs again (the dead stage's lock is stale) and completes
     (project / "params.yaml").write_text("slow:\n  seconds: 0\n")
-    proc = subprocess.run([sys.executable, "stage.py"], cwd=project, env=ENV, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "stage.py"], cwd=project, env=ENV, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (project / "out").read_text() == "done"
 

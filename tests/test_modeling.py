@@ -136,7 +136,8 @@ def test_the_pixel_floor_is_derived_from_the_patch_sizes(tiny: tuple) -> None:
     with pytest.raises(ValueError, match=r"max_pixels 255 is below one merged visual token, .* = 256"):
         build_tiny(TEXTS, dataclasses.replace(SPEC, max_pixels=255))
     params = {"prepare_model": {"name_or_path": "tiny", "trust_remote_code": False, "dtype": "auto",
-                                "tiny": {**dataclasses.asdict(SPEC), "min_pixels": 256}, "min_pixels": None, "max_pixels": None,
+                                "tiny": {**dataclasses.asdict(SPEC), "min_pixels": 256}, "min_pixels": None,
+                                "max_pixels": None,
                                 "perception": dataclasses.asdict(NO_PERCEPTION)}}
     with pytest.raises(ConfigError, match=r"prepare_model\.tiny: unknown keys \['min_pixels'\]"):
         load_config(Config, params, "prepare_model")

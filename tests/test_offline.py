@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SWITCHES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "SCALEVLM_ONLINE", "HF_HUB_DISABLE_TELEMETRY",
+SWITCHES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "SCALEVLM_ONLINE",
+            "HF_HUB_DISABLE_TELEMETRY",
             "HF_EVALUATE_OFFLINE", "DO_NOT_TRACK", "DVC_NO_ANALYTICS")
 
 # Loaded by Python at start-up (sitecustomize): every attempt to resolve a host or open a connection is recorded
@@ -42,7 +43,8 @@ def _start_stage(tmp_path: Path, extra_env: dict[str, str]) -> tuple[subprocess.
     env.update({"PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}/src{os.pathsep}{ROOT}", "NETWORK_LOG": str(log),
                 "HF_HOME": str(tmp_path / "hf_home"), **extra_env})
     proc = subprocess.Popen([sys.executable, "-m", "stages.prepare_model", "--params", str(tmp_path / "params.yaml"),
-                             "--root", str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--root", str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
                             text=True)
     return proc, log
 
@@ -83,7 +85,8 @@ def test_importing_the_package_sets_the_offline_defaults_before_any_library_load
     env = {k: v for k, v in os.environ.items() if k not in SWITCHES}
     code = ("import sys, os, stages; "
             "assert 'transformers' not in sys.modules and 'huggingface_hub' not in sys.modules; "
-            "print(os.environ['HF_HUB_OFFLINE'], os.environ['TRANSFORMERS_OFFLINE'], os.environ['HF_DATASETS_OFFLINE'])")
+            "print(os.environ['HF_HUB_OFFLINE'], os.environ['TRANSFORMERS_OFFLINE'], "
+            "os.environ['HF_DATASETS_OFFLINE'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1", "1"]
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "SCALEVLM_ONLINE": "1"},

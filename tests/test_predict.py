@@ -41,13 +41,15 @@ def test_cli_one_question_and_a_batch(project: Path, tmp_path: Path, capsys: pyt
     assert main(["--model", str(project / MODEL), "--image", str(image), "--question", records[0].question,
                  "--max-new-tokens", "8", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    expected = load(str(project / MODEL), device="cpu").predict(image, records[0].question, GenerationOptions(max_new_tokens=8))
+    expected = load(str(project / MODEL), device="cpu").predict(image, records[0].question,
+                                                                GenerationOptions(max_new_tokens=8))
     assert f"model:  {project / MODEL}" in out
     assert f"segment rule: {'ok' if expected.format_ok else expected.reason}" in out
     assert (expected.completion if not expected.format_ok else expected.answer) in out
 
     inputs = tmp_path / "in.jsonl"
-    inputs.write_text("".join(json.dumps({"id": r.id, "images": list(r.images), "question": r.question}) + "\n" for r in records))
+    inputs.write_text("".join(json.dumps({"id": r.id, "images": list(r.images), "question": r.question}) + "\n"
+                              for r in records))
     preds_path = tmp_path / "out" / "preds.jsonl"
     assert main(["--model", str(project / MODEL), "--input", str(inputs), "--image-root", str(project),
                  "--out", str(preds_path), "--max-new-tokens", "8", "--batch-size", "2", "--device", "cpu"]) == 0
@@ -65,12 +67,15 @@ def test_sampling_is_seeded(project: Path, tmp_path: Path) -> None:  # noqa: F81
 
     def sampled(seed: int, name: str) -> list[str]:
         out = tmp_path / name
-        assert main(["--model", str(project / MODEL), "--input", str(inputs), "--image-root", str(project), "--out", str(out),
-                     "--max-new-tokens", "12", "--sample", "--temperature", "1.5", "--seed", str(seed), "--device", "cpu"]) == 0
+        assert main(["--model", str(project / MODEL), "--input", str(inputs), "--image-root", str(project), "--out",
+                     str(out),
+                     "--max-new-tokens", "12", "--sample", "--temperature", "1.5", "--seed", str(seed), "--device",
+                     "cpu"]) == 0
         return [row["completion"] for _, row in read_jsonl(out)]
 
     assert sampled(1, "a.jsonl") == sampled(1, "b.jsonl")
-    assert sampled(1, "a.jsonl") != sampled(2, "c.jsonl"), "the seed reaches the sampler (untrained model: near-uniform)"
+    assert sampled(1, "a.jsonl") != sampled(2,
+                                            "c.jsonl"), "the seed reaches the sampler (untrained model: near-uniform)"
 
 
 def test_prediction_verdicts() -> None:

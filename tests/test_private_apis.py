@@ -66,7 +66,8 @@ def class_private_names(cls: type) -> dict[str, frozenset[str]]:
             continue
         found = {n for n in vars(klass) if private(n)}
         with contextlib.suppress(OSError, TypeError):  # no source (a C extension): its class attributes suffice
-            found.update(n for n in re.findall(r"self\.(_\w+)\s*(?::[^=\n]+)?=[^=]", inspect.getsource(klass)) if private(n))
+            found.update(n for n in re.findall(r"self\.(_\w+)\s*(?::[^=\n]+)?=[^=]", inspect.getsource(klass))
+                         if private(n))
         for n in found:
             names.setdefault(n, set()).add(lib)
     return {n: frozenset(libs) for n, libs in names.items()}
@@ -79,7 +80,8 @@ class Finding:
     libs: frozenset[str]
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.what} (add '# private: {sorted(self.libs)[0]} {installed(sorted(self.libs)[0])} <why>')"
+        return (f"{self.where}: {self.what} (add '# private: {sorted(self.libs)[0]} {installed(sorted(self.libs)[0])} "
+                "<why>')")
 
 
 class Module:
@@ -167,7 +169,8 @@ def scan(sources: dict[str, str]) -> list[Finding]:
     # the attribute belongs to one of their library bases: setting TRL's `self._metrics` does not make it ours)
     own_names = {n.name for m in modules for n in ast.walk(m.tree) if isinstance(n, ast.FunctionDef | ast.ClassDef)}
     for path, (_, cls_node) in ours.items():
-        own_names |= {n.attr for n in ast.walk(cls_node) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+        own_names |= {n.attr for n in ast.walk(cls_node) if isinstance(n, ast.Attribute)
+                      and isinstance(n.ctx, ast.Store)
                       and is_self(n.value) and not owners(family[path], n.attr)}
     loose: dict[str, frozenset[str]] = {}  # private names of the library classes we import -> their libraries
     for cls in imported:
@@ -184,7 +187,8 @@ def scan(sources: dict[str, str]) -> list[Finding]:
     for m in modules:
         for node in ast.walk(m.tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in WATCHED:
-                bad = [p for p in node.module.split(".") if private(p)] + [a.name for a in node.names if private(a.name)]
+                bad = [p for p in node.module.split(".") if private(p)] + [a.name for a in node.names
+                                                                           if private(a.name)]
                 if bad:
                     report(m, node, f"imports private {bad} from {node.module}", frozenset({node.module.split(".")[0]}))
             elif isinstance(node, ast.Import):
@@ -197,7 +201,8 @@ def scan(sources: dict[str, str]) -> list[Finding]:
                 if isinstance(item, ast.FunctionDef) and private(item.name) and owners(libs, item.name):
                     report(m, item, f"{path} overrides private {item.name}", owners(libs, item.name))
             for node in ast.walk(cls_node):
-                if isinstance(node, ast.Attribute) and private(node.attr) and is_self(node.value) and owners(libs, node.attr):
+                if isinstance(node, ast.Attribute) and private(node.attr) and is_self(node.value) and owners(libs,
+                                                                                                             node.attr):
                     report(m, node, f"{path} uses private {node.attr}", owners(libs, node.attr))
         for node in ast.walk(m.tree):
             if isinstance(node, ast.Attribute) and private(node.attr):
@@ -227,7 +232,8 @@ def tree_sources() -> dict[str, str]:
 
 def test_every_private_use_in_the_tree_names_its_version_and_why() -> None:
     findings = scan(tree_sources())
-    assert not findings, "private library APIs used without a current '# private:' comment:\n" + "\n".join(map(str, findings))
+    assert not findings, "private library APIs used without a current '# private:' comment:\n" + "\n".join(map(str,
+                                                                                                               findings))
 
 
 def test_the_trl_seam_is_pinned_to_the_installed_versions() -> None:

@@ -21,7 +21,8 @@ RULES = Rules(min_accuracy=0.5, format_floor=0.9, tracked_metrics=("accuracy", "
 
 def arm(name: str, accuracy: float, fmt: float = 1.0, n: int = 200) -> ArmResult:
     k = round(accuracy * n)
-    return ArmResult(name, {"accuracy": accuracy, "format_compliance": fmt}, {f"s{i:03d}": float(i < k) for i in range(n)})
+    return ArmResult(name, {"accuracy": accuracy, "format_compliance": fmt},
+                     {f"s{i:03d}": float(i < k) for i in range(n)})
 
 
 @pytest.mark.parametrize(
@@ -63,7 +64,8 @@ def repo(tmp_path: Path, remote: Path) -> Path:
     git(root, "init", "-q")
     git(root, "config", "user.email", "ci@example.com")
     git(root, "config", "user.name", "ci")
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True,
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     (root / "dvc.yaml").write_text("artifacts:\n  vlm:\n    path: models/promote\n    type: model\n")
     (root / "models/train_sft/scale").mkdir(parents=True)
     (root / "models/train_sft/scale/model.safetensors").write_bytes(b"weights v1")
@@ -109,7 +111,8 @@ def decide_commit_gate(repo: Path, accuracy: float, drop_cache: bool = False) ->
     return json.loads((repo / "reports/promote/decision.json").read_text()), promote.gate(CFG, repo)
 
 
-def test_gate_bootstraps_promotes_better_and_refuses_worse(repo: Path, remote: Path, capsys: pytest.CaptureFixture) -> None:
+def test_gate_bootstraps_promotes_better_and_refuses_worse(repo: Path, remote: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
     decision, code = decide_commit_gate(repo, 0.7)
     assert code == 0 and decision["champion"] is None
     assert "vlm#prod#1" in git(repo, "tag").split()
@@ -169,7 +172,8 @@ def test_the_registry_artifact_must_be_the_promoted_model(repo: Path) -> None:
 
     evaluated(repo, 0.8)
     (repo / "dvc.yaml").write_text("artifacts:\n  vlm:\n    path: models/train_sft/scale\n    type: model\n")
-    with pytest.raises(ConfigError, match=r"declared at models/train_sft/scale.*copies the chosen model to models/promote"):
+    with pytest.raises(ConfigError,
+                       match=r"declared at models/train_sft/scale.*copies the chosen model to models/promote"):
         promote.run(CFG, repo)
 
 

@@ -32,11 +32,14 @@ def test_traces_have_the_papers_shape_and_the_answer_does_the_subtraction() -> N
         assert image.size == (64, 64) and question == "How many cells are not red?"
         assert think.startswith(grid_caption(cells)) and f"So the total is {reds}." in think
         assert think.endswith(f"So {reds} of the 16 cells are red.")
-        assert answer == str(16 - reds) and answer not in re.findall(r"\d+", think.split("So the total is")[1]) or answer == str(reds)
+        assert answer == str(16 - reds) and answer not in re.findall(r"\d+",
+                                                                     think.split("So the total "
+                                                                                 "is")[1]) or answer == str(reds)
         assert parse_completion(format_completion(think, answer)).ok
         # every self-check carries the count; they name rows by ordinal, so the only numbers are the count's
         checks = think.count("So the total is still")
-        assert 2 <= checks <= 10 and set(re.findall(r"\d+", think.split(f"So the total is {reds}.")[1])) <= {str(reds), "16"}
+        assert 2 <= checks <= 10 and set(re.findall(r"\d+", think.split(f"So the total is {reds}.")[1])) <= {str(reds),
+                                                                                                             "16"}
         assert extra["think_fact"]["value"] == str(reds) and extra["think_fact"]["answer_map"][str(reds)] == answer
 
 
@@ -58,12 +61,15 @@ def test_the_source_is_deterministic_per_index() -> None:
 
 @pytest.mark.parametrize(("completion", "pred", "correct", "consistent"), [
     ("<think>… So 5 of the 16 cells are red.</think><answer>11</answer>", "11", True, True),
-    ("<think>… So 6 of the 16 cells are red.</think><answer>11</answer>", "11", False, False),  # wrong think, lucky answer
-    ("<think>… So 5 of the 16 cells are red.</think><answer>12</answer>", "12", True, False),  # right think, wrong answer
+    # wrong think, lucky answer
+    ("<think>… So 6 of the 16 cells are red.</think><answer>11</answer>", "11", False, False),
+    # right think, wrong answer
+    ("<think>… So 5 of the 16 cells are red.</think><answer>12</answer>", "12", True, False),
     ("<think>So 4 of the 16 cells are red. So 5 of the 16 cells are red.</think><answer>11</answer>", "11", True, True),
     ("<think>So the total is 5. Wait, let me re-check", None, False, False),  # cut off: no conclusion, no answer
 ])
-def test_judge_think_reads_the_last_conclusion(completion: str, pred: str | None, correct: bool, consistent: bool) -> None:
+def test_judge_think_reads_the_last_conclusion(completion: str, pred: str | None, correct: bool,
+                                               consistent: bool) -> None:
     fact = reasoning_grid_sample(random.Random(3), CFG)[4]["think_fact"]
     fact = {**fact, "value": "5"}
     judged = judge_think(completion, pred, fact)
@@ -96,7 +102,8 @@ def test_perception_pretraining_learns_and_leaves_curated_images_out(tmp_path: P
     excluded = {ImageStore.address(png_bytes(first[0]))}
     cfg = dataclasses.replace(NO_PERCEPTION, enabled=True, max_steps=12, batch_size=4, eval_every=6, eval_images=2,
                               stop_exact=1.0, max_new_tokens=8)
-    report = pretrain_perception(model, processor, cfg, lambda rng: caption_sample(rng, CFG), CAPTION_QUESTION, excluded)
+    report = pretrain_perception(model, processor, cfg, lambda rng: caption_sample(rng, CFG), CAPTION_QUESTION,
+                                 excluded)
     assert report["steps"] == 12 and report["curated_images_skipped"] >= 1
     losses = [h["loss"] for h in report["history"]]
     assert losses[-1] < losses[0]
@@ -110,9 +117,11 @@ def test_perception_needs_r1grid_records_and_names_the_fix(tmp_path: Path) -> No
     from stages import prepare_model
 
     grid_project(tmp_path, 6, lambda i: "train", (grid(2),))
-    cfg = prepare_model.Config(name_or_path="tiny", trust_remote_code=False, dtype="auto", tiny=TINY_SPEC, min_pixels=None,
+    cfg = prepare_model.Config(name_or_path="tiny", trust_remote_code=False, dtype="auto", tiny=TINY_SPEC,
+                               min_pixels=None,
                                max_pixels=None, perception=dataclasses.replace(NO_PERCEPTION, enabled=True))
-    with pytest.raises(PipelineError, match="enable curate_dataset.sources.r1grid, or set prepare_model.perception.enabled: false"):
+    with pytest.raises(PipelineError,
+                       match="enable curate_dataset.sources.r1grid, or set prepare_model.perception.enabled: false"):
         prepare_model.run(cfg, tmp_path)
 
 

@@ -1,9 +1,9 @@
 """From a promoted tag to predictions on another clone, with a real local DVC remote (a temporary folder).
 
 The session's smoke-trained project (`conftest.smoke_trained`, every arm) is copied, its decision made for the
-named arm sft-scale, committed and promoted by the gate, which pushes the model and its inputs. Then a fresh clone with an empty DVC cache fetches
-`prod` with the documented command and `predict` reproduces the evaluation's completions exactly; a version whose
-data was never pushed fails to fetch with a message naming the remote and the version.
+named arm sft-scale, committed and promoted by the gate, which pushes the model and its inputs. Then a fresh clone with
+an empty DVC cache fetches `prod` with the documented command and `predict` reproduces the evaluation's completions
+exactly; a version whose data was never pushed fails to fetch with a message naming the remote and the version.
 """
 
 from __future__ import annotations
@@ -80,11 +80,14 @@ def test_fresh_clone_fetches_prod_and_predict_reproduces_the_evaluation(promoted
     evaluated = [row for _, row in read_jsonl(clone / "reports/evaluate/sft-scale/predictions.jsonl")]
     by_id = {r["id"]: r for _, r in read_jsonl(clone / "data/validate_segments/test.jsonl")}
     inputs = clone / "inputs.jsonl"
-    inputs.write_text("".join(json.dumps({"id": e["id"], "images": by_id[e["id"]]["images"], "question": by_id[e["id"]]["question"]})
+    inputs.write_text("".join(json.dumps({"id": e["id"], "images": by_id[e["id"]]["images"],
+                                          "question": by_id[e["id"]]["question"]})
                               + "\n" for e in evaluated))
     params = yaml.safe_load((clone / "params.yaml").read_text())["evaluate"]
-    python(clone, "scalevlm.predict", "--model", "prod", "--input", "inputs.jsonl", "--image-root", ".", "--out", "preds.jsonl",
-           "--batch-size", str(params["batch_size"]), "--max-new-tokens", str(params["max_new_tokens"]), "--dtype", params["dtype"],
+    python(clone, "scalevlm.predict", "--model", "prod", "--input", "inputs.jsonl", "--image-root", ".", "--out",
+           "preds.jsonl",
+           "--batch-size", str(params["batch_size"]), "--max-new-tokens", str(params["max_new_tokens"]), "--dtype",
+           params["dtype"],
            env=env)
     preds = [row for _, row in read_jsonl(clone / "preds.jsonl")]
     assert len(preds) == len(evaluated) >= 4
@@ -92,7 +95,8 @@ def test_fresh_clone_fetches_prod_and_predict_reproduces_the_evaluation(promoted
     assert [int(p["format_ok"]) for p in preds] == [e["format_ok"] for e in evaluated]
 
     first = by_id[evaluated[0]["id"]]
-    one = python(clone, "scalevlm.predict", "--model", "prod", "--image", first["images"][0], "--question", first["question"],
+    one = python(clone, "scalevlm.predict", "--model", "prod", "--image", first["images"][0], "--question",
+                 first["question"],
                  "--max-new-tokens", str(params["max_new_tokens"]), env=env)
     assert f"model:  models/registry/{ARTIFACT}@v0.0.1" in one.stdout and "segment rule: " in one.stdout
 
@@ -133,8 +137,10 @@ def test_scheduled_consumer_flow_evaluates_prod_and_publishes_an_artifact(promot
     with prefect_test_harness(server_startup_timeout=90):
         result = evaluate_registry(ref="prod", max_samples=evaluated["n"], root=str(clone))
         with get_client(sync_client=True) as client:
-            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["prod-evaluation"])))
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["prod-evaluation"])))
     assert result["ref"] == f"{ARTIFACT}@v0.0.1" and result["metrics"]["n"] == evaluated["n"]
     for key in ("accuracy", "format_compliance", "answer_parse_rate"):  # the same model, data and batches as the stage
         assert result["metrics"][key] == evaluated[key] == result["promoted"][key]
-    assert len(artifacts) == 1 and f"| accuracy | {evaluated['accuracy']:.4f} | {evaluated['accuracy']:.4f} |" in artifacts[0].data
+    assert len(artifacts) == 1 and (f"| accuracy | {evaluated['accuracy']:.4f} | {evaluated['accuracy']:.4f} "
+                                    "|") in artifacts[0].data

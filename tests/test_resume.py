@@ -61,7 +61,8 @@ def grpo_project(tmp_path_factory: pytest.TempPathFactory, project: Path) -> Pat
     _copy_project(project, root)
     # GRPO's init: an SFT model that writes the format often enough that rewards differ within a group, so GRPO moves
     # the weights from its first step (less trained models scored 0 everywhere: zero advantages, zero gradient)
-    train_sft.run(dataclasses.replace(SFT, max_steps=120, save_steps=0, lr_scheduler="constant"), root, method="vanilla")
+    train_sft.run(dataclasses.replace(SFT, max_steps=120, save_steps=0, lr_scheduler="constant"), root,
+                  method="vanilla")
     shutil.rmtree(root / "reports")
     return root
 
@@ -227,13 +228,15 @@ def _kill_after_first_checkpoint(cmd: list[str], ckpt_dir: Path) -> str:
         if proc.poll() is None:
             proc.kill()
     stderr = proc.stderr.read() if proc.stderr else ""
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-way (rc {proc.returncode}): {stderr[-2000:]}"
+    assert proc.returncode == -signal.SIGKILL, (f"the run was not killed mid-way (rc {proc.returncode}): "
+                                                f"{stderr[-2000:]}")
     return done[0].parent.name
 
 
 def _half_written_next(ckpt_dir: Path, save_steps: int) -> None:
     """What a kill while saving leaves: a later checkpoint folder without a marker, its weights cut short."""
-    complete = max((p.parent for p in ckpt_dir.glob(f"checkpoint-*/{COMPLETE}")), key=lambda p: int(p.name.split("-")[1]))
+    complete = max((p.parent for p in ckpt_dir.glob(f"checkpoint-*/{COMPLETE}")),
+                   key=lambda p: int(p.name.split("-")[1]))
     nxt = ckpt_dir / f"checkpoint-{int(complete.name.split('-')[1]) + save_steps}"
     if not nxt.exists():
         shutil.copytree(complete, nxt)
@@ -300,7 +303,8 @@ def test_grpo_killed_and_rerun_equals_an_uninterrupted_run(grpo_project: Path, t
     _check_kill_and_resume(
         grpo_project, tmp_path,
         run=lambda root: train_grpo.run(GRPO, root, "vanilla"),
-        cmd=lambda root, params: [sys.executable, "-m", "stages.train_grpo", "--init", "vanilla", "--params", str(params),
+        cmd=lambda root, params: [sys.executable, "-m", "stages.train_grpo", "--init", "vanilla", "--params",
+                                  str(params),
                                   "--root", str(root)],
         write_params=_write_grpo_params,
         out="models/train_grpo/vanilla", save_steps=GRPO.save_steps,

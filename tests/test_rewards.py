@@ -84,7 +84,8 @@ def test_accuracy_requires_answer_column() -> None:
     [
         ("plain", "plain"),
         ([{"role": "assistant", "content": "msg"}], "msg"),
-        ([{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "image"}, {"type": "text", "text": "b"}]}], "ab"),
+        ([{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "image"},
+                                            {"type": "text", "text": "b"}]}], "ab"),
         ([], ""),
     ],
 )

@@ -76,8 +76,10 @@ def test_study_report_from_exp_show_json(tmp_path) -> None:
     exps = [_exp(f"abl-{i}-s{s}", s, w, {"sft-scale": 0.8 + 0.1 * w + 0.01 * s, "sft-vanilla": 0.8 + 0.01 * s})
             for i, w in enumerate([0.0, 0.5]) for s in range(3)]
     shown = [{"rev": "abc", "name": "main", "data": {"params": {}, "metrics": {}},
-              "experiments": [{"revs": [e]} for e in exps] + [{"revs": [_exp("other-0-s0", 0, 0.0, {"sft-scale": 0.1})]}]}]
-    spec = {"name": "abl", "grid": {"train_sft.w_end": [0.0, 0.5]}, "seeds": [0, 1, 2], "seed_params": ["train_sft.seed"],
+              "experiments": [{"revs": [e]} for e in exps]
+              + [{"revs": [_exp("other-0-s0", 0, 0.0, {"sft-scale": 0.1})]}]}]
+    spec = {"name": "abl", "grid": {"train_sft.w_end": [0.0, 0.5]}, "seeds": [0, 1, 2],
+            "seed_params": ["train_sft.seed"],
             "targets": []}
     out = write_report(spec, shown, tmp_path / "abl")
     result = json.loads((out / "study.json").read_text())
@@ -101,7 +103,8 @@ def test_a_list_grid_is_one_setting_per_item() -> None:
     grid = [{"train_sft.scale.w_end": 0.0}, {"train_sft.scale.schedule": "constant", "train_sft.scale.w_start": 0.5}]
     exps = expand(grid, [0, 1], ["train_sft.seed"], prefix="abl")
     assert [e.name for e in exps] == ["abl-0-s0", "abl-0-s1", "abl-1-s0", "abl-1-s1"]
-    assert exps[2].overrides == (("train_sft.scale.schedule", "constant"), ("train_sft.scale.w_start", 0.5), ("train_sft.seed", 0))
+    assert exps[2].overrides == (("train_sft.scale.schedule", "constant"), ("train_sft.scale.w_start", 0.5),
+                                 ("train_sft.seed", 0))
     with pytest.raises(ValueError, match="duplicate settings"):
         expand([{"a.b": 1}, {"a.b": 1}], [0], [])
     with pytest.raises(ValueError, match="non-empty mapping"):
@@ -110,8 +113,8 @@ def test_a_list_grid_is_one_setting_per_item() -> None:
 
 def test_claim_verdicts_and_time_ratios_from_constructed_experiments(tmp_path) -> None:
     """Five seeds where SCALe-SFT is 5 points above vanilla SFT on every seed (supported), vanilla + GRPO is 1 point
-    above SCALe-SFT (within the 0.03 margin, time ratio <= 0.5: claim 2 supported), grpo-scale ties some arms (undecided), and SCALe
-    misses <answer> on 0.10 more outputs (contradicted)."""
+    above SCALe-SFT (within the 0.03 margin, time ratio <= 0.5: claim 2 supported), grpo-scale ties some arms
+    (undecided), and SCALe misses <answer> on 0.10 more outputs (contradicted)."""
     from scalevlm.study import write_report
 
     def exp(seed: int) -> dict:
@@ -119,13 +122,16 @@ def test_claim_verdicts_and_time_ratios_from_constructed_experiments(tmp_path) -
                "grpo-scale": 0.76 + 0.012 * seed - (0.02 if seed % 2 else 0.0)}
         metrics = {f"reports/evaluate/{a}/metrics.json": {"data": {"accuracy": v, "missing_answer_rate":
                    (0.2 + 0.01 * seed if a == "sft-scale" else 0.1)}} for a, v in acc.items()}
-        for stage, method, wall in (("train_sft", "vanilla", 100.0), ("train_sft", "scale", 110.0), ("train_grpo", "vanilla", 120.0 + seed)):
+        for stage, method, wall in (("train_sft", "vanilla", 100.0), ("train_sft", "scale", 110.0),
+                                    ("train_grpo", "vanilla", 120.0 + seed)):
             metrics[f"reports/{stage}/{method}/metrics.json"] = {"data": {"wall_time_s": wall}}
         params = {"params.yaml": {"data": {"train_sft": {"seed": seed}, "train_grpo": {"seed": seed}}}}
         return {"rev": f"r{seed}", "name": f"st-0-s{seed}", "data": {"params": params, "metrics": metrics}}
 
-    spec = {"name": "st", "grid": {}, "seeds": list(range(5)), "seed_params": ["train_sft.seed", "train_grpo.seed"], "targets": []}
-    out = write_report(spec, [{"rev": "x", "name": "main", "data": {}, "experiments": [{"revs": [exp(s)]} for s in range(5)]}],
+    spec = {"name": "st", "grid": {}, "seeds": list(range(5)), "seed_params": ["train_sft.seed", "train_grpo.seed"],
+            "targets": []}
+    out = write_report(spec, [{"rev": "x", "name": "main", "data": {},
+                               "experiments": [{"revs": [exp(s)]} for s in range(5)]}],
                        tmp_path / "st")
     result = json.loads((out / "study.json").read_text())
     verdicts = {c["claim"][:2]: c["verdict"] for c in result["claims"]}
@@ -175,12 +181,14 @@ def test_committed_sweep_specs_expand(project_root) -> None:
         assert len({e.name for e in exps}) == len(exps)
         assert all(e.name.startswith(f"{spec['name']}-") for e in exps)
         sizes[path.stem] = len(exps)
-    assert sizes == {"ablation": 6, "budget": 12, "leakage": 5, "study": 5, "count_ablation": 9, "count_study": 5, "count_sum": 5}
+    assert sizes == {"ablation": 6, "budget": 12, "leakage": 5, "study": 5, "count_ablation": 9, "count_study": 5,
+                     "count_sum": 5}
 
 
 def test_sweep_spec_with_unknown_keys_is_rejected(tmp_path) -> None:
     from flows.sweep import load_spec
 
-    (tmp_path / "s.yaml").write_text("name: x\ngrid: {}\nseeds: [0]\nseed_params: [train_sft.seed]\ntargets: []\njob: 1\n")
+    (tmp_path / "s.yaml").write_text("name: x\ngrid: {}\nseeds: [0]\nseed_params: [train_sft.seed]\ntargets: []\n"
+                                     "job: 1\n")
     with pytest.raises(ValueError, match=r"missing keys \['jobs'\], unknown keys \['job'\]"):
         load_spec(tmp_path / "s.yaml")

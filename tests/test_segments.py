@@ -108,7 +108,8 @@ def _tokenizer(single_token_tags: bool) -> Tokenizer:
     corpus = ["<think>row one red</think><answer>12</answer>", "think answer row red blue 1 2 3"] * 20
     tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=60, show_progress=False, special_tokens=["?"]))
     if single_token_tags:
-        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ("<think>", "</think>", "<answer>", "</answer>")])
+        tok.add_tokens([AddedToken(t, special=False, normalized=False)
+                        for t in ("<think>", "</think>", "<answer>", "</answer>")])
     return tok
 
 
@@ -122,7 +123,8 @@ def test_token_labels_from_tokenizer_offsets(single: bool) -> None:
     tags = [t for t in enc.tokens if t in ("<think>", "</think>")]
     assert (len(tags) == 2) is single  # split tokenizers never see a tag as one token
     labels = token_segment_labels(enc.offsets, len(prompt) + think_end_char(completion), (len(prompt), len(text)))
-    by_label = {lab: "".join(text[s:e] for (s, e), x in zip(enc.offsets, labels) if x == lab) for lab in (IGNORE, THINK, ANSWER)}
+    by_label = {lab: "".join(text[s:e] for (s, e), x in zip(enc.offsets, labels) if x == lab)
+                for lab in (IGNORE, THINK, ANSWER)}
     assert by_label[IGNORE] == prompt
     assert by_label[THINK] == "<think>row one red</think>"
     assert by_label[ANSWER] == "<answer>12</answer>"

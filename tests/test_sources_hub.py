@@ -62,7 +62,8 @@ def vision_r1_cold(root: Path) -> Path:
             "<image>\nWhat is the area?", "<think>2 by 3</think>\nThe area is 2 × 3 = 6.\nFinal Answer: 6")},
         {"id": "bad-3", "image": "llava_cot_images/geo/2.png", "conversations": turns("<image>q", "no think at all")},
         {"id": "esc-4", "image": "../outside.png", "conversations": turns("<image>q", "<think>r</think> 1")},
-        {"id": "miss-5", "image": "llava_cot_images/none.png", "conversations": turns("<image>q", "<think>r</think> 1")},
+        {"id": "miss-5", "image": "llava_cot_images/none.png",
+         "conversations": turns("<image>q", "<think>r</think> 1")},
     ]
     (folder / "vision_r1_llava_cot_full.json").write_text(json.dumps(rows), encoding="utf-8")
     return folder
@@ -87,8 +88,8 @@ def llava_cot(root: Path) -> Path:
     png(folder / "chartqa" / "train" / "png" / "2.png", BLUE)
     (folder / "ai2d" / "3.png").parent.mkdir(parents=True)
     (folder / "ai2d" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
-    cot = "<SUMMARY>I will look.</SUMMARY>\n\n<CAPTION>A {c} square.</CAPTION>\n\n<REASONING>It is {c}.</REASONING>\n\n" \
-          "<CONCLUSION>{a}</CONCLUSION>"
+    cot = "<SUMMARY>I will look.</SUMMARY>\n\n<CAPTION>A {c} square.</CAPTION>\n\n" \
+          "<REASONING>It is {c}.</REASONING>\n\n<CONCLUSION>{a}</CONCLUSION>"
     rows = [
         {"id": "1", "image": "sqa/train/1/image.png", "conversations": turns(MC_QUESTION, cot.format(c="red", a="A"))},
         {"id": "2", "image": "chartqa/train/png/2.png", "conversations": turns(

@@ -94,13 +94,15 @@ def test_segment_labels_when_tags_split_into_several_tokens() -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(["row red blue total"] * 10, trainers.BpeTrainer(
-        vocab_size=270, special_tokens=["<|im_end|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+        vocab_size=270, special_tokens=["<|im_end|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>")
     assert len(fast.encode("</think>", add_special_tokens=False)) > 2
     labels = _labels_for(fast, COMPLETION)
     seg = batch_segment_labels(labels, PieceDecoder(fast))
     assert seg[0].tolist() == _expected(fast, labels)
-    think_text = "".join(fast.decode([i]) for i, s in zip(labels[0].tolist(), seg[0].tolist(), strict=True) if s == THINK)
+    think_text = "".join(fast.decode([i]) for i, s in zip(labels[0].tolist(), seg[0].tolist(), strict=True)
+                         if s == THINK)
     assert think_text == COMPLETION[: COMPLETION.index("</think>") + len("</think>")]
 
 
@@ -156,7 +158,8 @@ def _trainer(project: Path, method: str, tmp_path: Path, tags: str = "segment") 
     if method == "trl":
         return SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=proc), ds
     scale = dataclasses.replace(SETTINGS.scale, tags=tags)
-    return SCALeSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=proc, method=method, scale=scale), ds
+    return SCALeSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=proc, method=method,
+                           scale=scale), ds
 
 
 def test_trainer_losses_match_trl_and_the_pure_loss(project: Path, tmp_path: Path) -> None:
@@ -326,8 +329,10 @@ def test_ddp_two_processes_equal_single_process(project: Path, tmp_path: Path) -
         root = _copy_project(project, tmp_path / name)
         params = _write_params(root, dataclasses.replace(cfg, **overrides))
         if name == "ddp":
-            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs/accelerate/ddp.yaml"),
-                   "--num_processes", "2", "-m", "stages.train_sft", "--method", "scale", "--params", str(params), "--root", str(root)]
+            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                   str(ROOT / "configs/accelerate/ddp.yaml"),
+                   "--num_processes", "2", "-m", "stages.train_sft", "--method", "scale", "--params", str(params),
+                   "--root", str(root)]
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
             done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, done.stderr[-3000:]

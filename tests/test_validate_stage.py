@@ -90,7 +90,8 @@ REASON_CASES: dict[str, tuple[dict[str, Any] | str, str]] = {
     "invalid_utf8": (bad("invalid_utf8", question="How many \ud800 cells?"), "invalid_utf8"),
     "think_too_short": (bad("think_too_short", reasoning="three."), "think_too_short"),
     "think_too_long": (bad("think_too_long", reasoning="a" * (CFG.max_think_chars + 1)), "think_too_long"),
-    "answer_too_long": (bad("answer_too_long", answer_type="text", answer="b" * (CFG.max_answer_chars + 1)), "answer_too_long"),
+    "answer_too_long": (bad("answer_too_long", answer_type="text", answer="b" * (CFG.max_answer_chars + 1)),
+                        "answer_too_long"),
     "duplicate_id": (good("val0", "val", question="Same id, other question?"), "duplicate_id"),
     "bad_split": (bad("bad_split", split="dev"), "bad_split"),
     "bad_schema": ('{"id": "bad/bad_schema", "question": "fields missing"}', "bad_schema"),
@@ -167,7 +168,8 @@ GATE_FAILURES: dict[str, tuple[Callable[[], list[Any]], dict[str, Any], list[str
                  bad("t1", answer="x")],
         {}, ["reject rate at most max_reject_rate 0.05", "image_corrupt: 2 (e.g. bad/c1, bad/c2)",
              "answer_type_mismatch: 1 (e.g. bad/t1)"]),
-    "empty_val_split": (lambda: [*_only("train"), *_only("test")], {}, ["split 'val' has at least 1 accepted records: observed 0"]),
+    "empty_val_split": (lambda: [*_only("train"), *_only("test")], {},
+                        ["split 'val' has at least 1 accepted records: observed 0"]),
     "undeclared_answer_type": (
         lambda: [*good_records(), good("txt", answer_type="text", answer="three")],
         {"answer_types": ("integer",)}, ["accepted answer types in the declared set ['integer']"]),
@@ -177,7 +179,8 @@ GATE_FAILURES: dict[str, tuple[Callable[[], list[Any]], dict[str, Any], list[str
 
 
 @pytest.mark.parametrize(("lines", "overrides", "expected"), GATE_FAILURES.values(), ids=GATE_FAILURES.keys())
-def test_the_gate_fails_with_a_clear_message(tmp_path: Path, lines: Callable, overrides: dict, expected: list[str]) -> None:
+def test_the_gate_fails_with_a_clear_message(tmp_path: Path, lines: Callable, overrides: dict,
+                                             expected: list[str]) -> None:
     curated(tmp_path, lines())
     with pytest.raises(stage.ValidationFailed) as info:
         stage.run(dataclasses.replace(CFG, **overrides), tmp_path)
@@ -211,7 +214,8 @@ def test_bad_params_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "validate_segments.think_quantile_ranges: needs one [min, max]" in capsys.readouterr().err
 
 
-def test_cli_validates_a_file_and_writes_nothing_without_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_validates_a_file_and_writes_nothing_without_out(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     path = write_dataset(tmp_path / "elsewhere", [*good_records(), bad("m", images=["images/absent.png"]),
                                                   bad("s", reasoning="short")])
     params = write_params(tmp_path / "params.yaml", max_reject_rate=0.5)
@@ -234,7 +238,8 @@ def test_cli_out_writes_outputs_with_root_relative_images(tmp_path: Path) -> Non
     assert record.images == ("elsewhere/images/ok.png",) and resolve_image(tmp_path, record.images[0]).is_file()
 
 
-def test_cli_rechecks_a_validated_split_with_the_root_as_images_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_rechecks_a_validated_split_with_the_root_as_images_root(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     curated(tmp_path, good_records())
     stage.run(CFG, tmp_path)
     params = write_params(tmp_path / "params.yaml", min_split_size=stage.SplitSizes(train=0, val=1, test=0))
@@ -245,7 +250,8 @@ def test_cli_rechecks_a_validated_split_with_the_root_as_images_root(tmp_path: P
     assert "image_missing: 2" in capsys.readouterr().err
 
 
-def test_a_mistyped_input_exits_2_and_leaves_earlier_outputs_alone(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_mistyped_input_exits_2_and_leaves_earlier_outputs_alone(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "train.jsonl").write_text("{}\n")  # what an earlier run wrote

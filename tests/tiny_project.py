@@ -25,7 +25,8 @@ TINY_SPEC = TinySpec(
 
 
 # perception pre-training off (the default embedded task; tests/test_perception.py turns it on)
-NO_PERCEPTION = PerceptionConfig(enabled=False, seed=0, max_steps=10, batch_size=4, learning_rate=3e-3, warmup_ratio=0.1,
+NO_PERCEPTION = PerceptionConfig(enabled=False, seed=0, max_steps=10, batch_size=4, learning_rate=3e-3,
+                                 warmup_ratio=0.1,
                                  eval_every=5, eval_images=4, stop_exact=1.0, max_new_tokens=96, torch_threads=1)
 
 
@@ -69,7 +70,8 @@ def grid_project(
     if arms:
         from scalevlm.modeling import build_tiny, save_model_and_processor
 
-        texts = [" ".join(filter(None, (r.question, r.reasoning, r.answer, tokenizer_extra))) for r in splits.get("train", [])]
+        texts = [" ".join(filter(None, (r.question, r.reasoning, r.answer, tokenizer_extra)))
+                 for r in splits.get("train", [])]
         model, processor = build_tiny(texts, TINY_SPEC)
         for stage, method in arms:
             save_model_and_processor(model, processor, root / "models" / stage / method)

@@ -67,7 +67,8 @@ def code_deps(stage: str) -> list[str]:
     deps = set()
     for f in closure:
         folder = next((d for d in SUBPACKAGES if f.startswith(d + "/")), None)
-        whole = folder is not None and all(p.relative_to(ROOT).as_posix() in closure for p in (ROOT / folder).rglob("*.py"))
+        whole = folder is not None and all(p.relative_to(ROOT).as_posix() in closure
+                                           for p in (ROOT / folder).rglob("*.py"))
         deps.add(folder if whole else f)
     own = f"stages/{stage}.py"
     return [own] + sorted(deps - {own})

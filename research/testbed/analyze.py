@@ -21,7 +21,8 @@ def from_gens(path: str) -> dict:
         cells = {int(m[0]): m[1].split() for m in ROW.findall(block)}
         counts = {int(m[0]): int(m[2]) for m in ROW.findall(block)}
         s["rows_ok"] += all(counts.get(k + 1) == x["grid"][k].count("red") for k in range(4))
-        s["red_pos_ok"] += all(cells.get(k + 1) is not None and [c == "red" for c in cells[k + 1]] == [c == "red" for c in x["grid"][k]]
+        s["red_pos_ok"] += all(cells.get(k + 1) is not None
+                               and [c == "red" for c in cells[k + 1]] == [c == "red" for c in x["grid"][k]]
                                for k in range(4))
         m = re.search(r"<answer>(.*?)</answer>", x["gen"])
         tot = TOTAL.findall(x["gen"].split("</think>")[0])
@@ -34,15 +35,17 @@ def from_gens(path: str) -> dict:
             s["both_answered"] += ok and think_ok
     return {"row_counts_ok": s["rows_ok"] / n, "red_positions_ok": s["red_pos_ok"] / n,
             "acc_if_answered": s["ans_ok_answered"] / max(1, s["answered"]),
-            "p_ans_given_think_answered": s["both_answered"] / max(1, s["think_ok_answered"]), "n_answered": s["answered"]}
+            "p_ans_given_think_answered": s["both_answered"] / max(1, s["think_ok_answered"]),
+            "n_answered": s["answered"]}
 
 
 def main() -> None:
     with open(os.path.join(HERE, "results.jsonl")) as fh:
         runs = [json.loads(line) for line in fh]
-    print("| tag | phase | loss | seed | steps | train s | eval s | caption exact | think correct | row counts ok | acc | "
-          "P(ans ok given think ok) | acc if answered | P(ans ok given think ok, answered) | consistent | missing <answer> @max_new | "
-          "gen think len (ref think tokens) | CE think / answer seg / answer letter | chance (most frequent letter) |")
+    print("| tag | phase | loss | seed | steps | train s | eval s | caption exact | think correct | row counts ok | "
+          "acc | P(ans ok given think ok) | acc if answered | P(ans ok given think ok, answered) | consistent | "
+          "missing <answer> @max_new | gen think len (ref think tokens) | CE think / answer seg / answer letter | "
+          "chance (most frequent letter) |")
     print("|" + "---|" * 19)
     for r in runs:
         if r["phase"] == "pretrain":
@@ -58,8 +61,8 @@ def main() -> None:
               f"{r['caption_exact']:.3f} | {r['think_correct']:.3f} | {f('row_counts_ok')} | {r['acc']:.3f} | "
               f"{r['p_ans_given_think']:.3f} | {f('acc_if_answered')} | {f('p_ans_given_think_answered')} | "
               f"{r['consistent']:.3f} | {r['missing_answer']:.3f} @{r['max_new_tokens']} | "
-              f"{r['gen_think_len']:.0f} ({r['think_tokens_mean']:.0f}) | {r['ce_think']} / {r['ce_answer']} / {r['ce_ansval']} | "
-              f"{r['chance_letter']:.3f} |")
+              f"{r['gen_think_len']:.0f} ({r['think_tokens_mean']:.0f}) | {r['ce_think']} / {r['ce_answer']} / "
+              f"{r['ce_ansval']} | {r['chance_letter']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ def main() -> None:
     for line in (ROOT / "data/validate_segments/test.jsonl").open():
         r = json.loads(line)
         records[r["id"]] = r
-    print("| arm | n | caption exact (16 cells) | first conclusion right (perception) | final conclusion right (evaluate's think_correct_rate) |")
+    print("| arm | n | caption exact (16 cells) | first conclusion right (perception) | final conclusion right "
+          "(evaluate's think_correct_rate) |")
     print("|---|---|---|---|---|")
     for arm in ARMS:
         n = caption = first = final = 0

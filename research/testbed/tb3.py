@@ -30,7 +30,8 @@ from scalevlm.core.scale_loss import scale_loss, schedule_weights, shifted_token
 from scalevlm.modeling.tiny import TinySpec, build_processor, tiny_config, train_tokenizer  # noqa: E402
 
 THINK, ANSWER = 1, 2
-GENS: list[dict] = []  # every held-out generation of the run, written to gens/<tag>_<loss>_s<seed>.jsonl  # scalevlm.core.segments labels
+# every held-out generation of the run, written to gens/<tag>_<loss>_s<seed>.jsonl  # scalevlm.core.segments labels
+GENS: list[dict] = []
 
 
 def build(a: argparse.Namespace):
@@ -118,7 +119,8 @@ def evaluate(model, proc, tok, rows: list[dict], kind: str, max_new_tokens: int,
     for i in range(0, len(rows), bs):
         chunk = rows[i:i + bs]
         prompts = [proc.apply_chat_template(msgs(r["q"]), tokenize=False, add_generation_prompt=True) for r in chunk]
-        inp = proc(text=prompts, images=[[r["image"]] for r in chunk], padding=True, padding_side="left", return_tensors="pt")
+        inp = proc(text=prompts, images=[[r["image"]] for r in chunk], padding=True, padding_side="left",
+                   return_tensors="pt")
         out = model.generate(**inp, max_new_tokens=max_new_tokens, do_sample=False)
         for r, g in zip(chunk, out[:, inp["input_ids"].shape[1]:]):
             gl = [t for t in g.tolist() if t != tok.pad_token_id]
@@ -153,7 +155,8 @@ def evaluate(model, proc, tok, rows: list[dict], kind: str, max_new_tokens: int,
             st["consistent"] += pred is not None and pred == think_letter
             st["fmt"] += m is not None and "</think>" in txt
     n = len(rows)
-    res = {"n_eval": n, "caption_exact": st["caption_exact"] / n, "cell_acc": st["cell_ok"] / (16 * n), "samples": samples}
+    res = {"n_eval": n, "caption_exact": st["caption_exact"] / n, "cell_acc": st["cell_ok"] / (16 * n),
+           "samples": samples}
     if kind != "caption":
         res |= {k: st[k] / n for k in ("acc", "think_correct", "consistent", "fmt", "missing_answer", "restate_ok")}
         res["p_ans_given_think"] = st["acc_and_think"] / max(1, st["think_correct"])
@@ -187,7 +190,8 @@ def main() -> None:
     ap.add_argument("--v1_caption", action="store_true", help="caption without running totals (run 1)")
     ap.add_argument("--trace", default="early", choices=["early", "copy"], help="early = v3 trace, copy = v1/v2 trace")
     ap.add_argument("--v3_fluff", action="store_true", help="v3 self-check sentences (default: v4)")
-    ap.add_argument("--replay", type=int, default=0, help="sft: caption samples per step, plain CE with weight 1, both arms")
+    ap.add_argument("--replay", type=int, default=0,
+                    help="sft: caption samples per step, plain CE with weight 1, both arms")
     ap.add_argument("--answer", default="letter", choices=["letter", "notred"])
     ap.add_argument("--v6", action="store_true", help="self-checks without digits")
     ap.add_argument("--chain", action="store_true", help="v6b: 'So the total is still N.' after each self-check")
@@ -212,9 +216,11 @@ def main() -> None:
     if a.freeze_vision:
         for p in model.model.visual.parameters():
             p.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0,
+                            betas=(0.9, 0.98))
     warm = max(1, int(a.warmup * a.steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / a.steps))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / a.steps))))
     hist, t1, step = [], time.time(), 0
     n_params = sum(p.numel() for p in model.parameters())
     print(f"build {t1 - t0:.1f}s params {n_params}", flush=True)
@@ -225,7 +231,8 @@ def main() -> None:
         wt, wa = schedule_weights("cosine", step / a.steps, a.w_start, a.w_end)
         loss, stats = scale_loss(ce, seg, wt, wa, normalisation="per_sample" if a.loss == "scale" else "vanilla")
         if a.replay and kind != "caption":  # same fixed-weight perception replay term in both arms
-            rce, rseg = forward_ce(model, collate(proc, tok, [make_sample(rep_rng, "caption") for _ in range(a.replay)]))
+            rce, rseg = forward_ce(model, collate(proc, tok,
+                                                  [make_sample(rep_rng, "caption") for _ in range(a.replay)]))
             loss = loss + (rce * (rseg > 0)).sum() / (rseg > 0).sum()
         opt.zero_grad()
         loss.backward()
@@ -255,7 +262,8 @@ def main() -> None:
     with open(a.results, "a") as f:
         f.write(json.dumps(res) + "\n")
     os.makedirs(os.path.join(os.path.dirname(os.path.abspath(__file__)), "gens"), exist_ok=True)
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "gens", f"{a.tag}_{a.loss}_s{a.seed}.jsonl"), "w") as f:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "gens", f"{a.tag}_{a.loss}_s{a.seed}.jsonl"),
+              "w") as f:
         f.writelines(json.dumps(g) + "\n" for g in GENS)
     if a.save:
         os.makedirs(a.save, exist_ok=True)

@@ -33,7 +33,8 @@ FLUFF4 = [
     "Let me double check the count for row {r}. Good.",
     "Alright, I need the number of red cells in the whole grid, and I have gone through the rows in order.",
 ]
-V6 = False  # v6: self-checks with no digits (rows named by ordinal words): the only numbers are the caption's and the conclusion
+# v6: self-checks with no digits (rows named by ordinal words): the only numbers are the caption's and the conclusion
+V6 = False
 CHAIN = False  # v6b: each self-check is followed by "So the total is still N." (short-range copies)
 ORD = ["first", "second", "third", "fourth"]
 # v6's self-checks: v4's with ordinal words for rows (the pipeline source, scalevlm.sources.reasoning_grid, grew out of
@@ -45,8 +46,10 @@ FLUFF = [
     "Let me make sure I have not skipped a row. I went through rows 1, 2, 3 and 4 in order, so that is fine.",
     "Wait, let me re-check row {r}. I read it carefully above, and I do not see a reason to change it.",
     "Hmm, could an empty cell be a faint red one? No, the empty cells are plain white, so they do not count.",
-    "Let me also think about whether the question asks for rows or for cells. It asks for cells, which is what I counted.",
-    "Wait, did I add the running total correctly after row {r}? Yes, I added the count of that row to the total before it.",
+    "Let me also think about whether the question asks for rows or for cells. It asks for cells, which is what I "
+    "counted.",
+    "Wait, did I add the running total correctly after row {r}? Yes, I added the count of that row to the total before "
+    "it.",
     "I should double check that every row has four cells. Each row I wrote has four colours, so nothing is missing.",
     "Hmm, maybe I should look at the options before I answer. I will pick the option that matches my total.",
     "Let me reconsider row {r} once more, slowly, from left to right. Yes, my reading of that row stands.",
@@ -102,7 +105,8 @@ def r1_think(rng: random.Random, grid: list[list[str]], min_refl: int, max_refl:
                 if CHAIN:
                     parts.append(f"So the total is still {sum(n)}.")
         else:
-            parts += [rng.choice(FLUFF4 if V4 else FLUFF).format(r=rng.randint(1, 4)) for _ in range(rng.randint(min_refl, max_refl + 1))]
+            parts += [rng.choice(FLUFF4 if V4 else FLUFF).format(r=rng.randint(1, 4))
+                      for _ in range(rng.randint(min_refl, max_refl + 1))]
         parts.append(rng.choice(["Okay, I am confident in my count now.", "Good, everything checks out.",
                                  "Alright, I have checked it carefully."]))
         if ANSWER == "notred":
@@ -124,9 +128,11 @@ def r1_think(rng: random.Random, grid: list[list[str]], min_refl: int, max_refl:
         r = rng.randrange(4)
         return rng.choice([
             f"Wait, let me re-check row {r + 1}. It has {n[r]} red {_s(n[r])}, yes, that is right.",
-            f"Hmm, red and blue can look similar, so let me look at row {r + 1} once more. Still {n[r]} red {_s(n[r])}.",
+            f"Hmm, red and blue can look similar, so let me look at row {r + 1} once more. Still {n[r]} red "
+            f"{_s(n[r])}.",
             "Wait, I should be careful not to count the blue cells or the empty cells. I only count the red ones.",
-            "Hmm, let me make sure I have not skipped a row. I went through rows 1, 2, 3 and 4 in order, so that is fine.",
+            "Hmm, let me make sure I have not skipped a row. I went through rows 1, 2, 3 and 4 in order, so that is "
+            "fine.",
             f"Let me double check the count for row {r + 1}: it is {n[r]}. Good."])
 
     k = rng.randint(min_refl, max_refl)
@@ -163,7 +169,8 @@ def make_sample(rng: random.Random, kind: str, min_refl: int = 2, max_refl: int 
         return {"image": im, "q": CAPTION_Q, "comp": caption(grid), "grid": grid, "total": total}
     if ANSWER == "notred":
         think = r1_think(rng, grid, min_refl, max_refl)
-        return {"image": im, "q": "How many cells are not red?", "comp": f"<think>{think}</think><answer>{16 - total}</answer>",
+        return {"image": im, "q": "How many cells are not red?",
+                "comp": f"<think>{think}</think><answer>{16 - total}</answer>",
                 "grid": grid, "total": total, "answer": str(16 - total)}
     opts, letter = mc_options(rng, total)
     q = "How many red cells? Options: " + " ".join(f"{L}. {o}" for L, o in zip(LETTERS, opts))

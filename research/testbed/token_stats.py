@@ -33,9 +33,11 @@ def main() -> None:
     print(f"Training split: {len(think)} r1grid records, tokens of the prepared tokenizer ({len(tok)} entries).\n")
     print("| segment | mean | min | p5 | p50 | p95 | max |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| think | {statistics.fmean(think):.1f} | {min(think)} | {q[0]:.0f} | {q[9]:.0f} | {q[18]:.0f} | {max(think)} |")
+    print(f"| think | {statistics.fmean(think):.1f} | {min(think)} | {q[0]:.0f} | {q[9]:.0f} | {q[18]:.0f} | "
+          f"{max(think)} |")
     qa = statistics.quantiles(answer, n=20)
-    print(f"| answer (incl. tags and end of turn) | {statistics.fmean(answer):.2f} | {min(answer)} | {qa[0]:.0f} | {qa[9]:.0f} | {qa[18]:.0f} | {max(answer)} |")
+    print(f"| answer (incl. tags and end of turn) | {statistics.fmean(answer):.2f} | {min(answer)} | {qa[0]:.0f} | "
+          f"{qa[9]:.0f} | {qa[18]:.0f} | {max(answer)} |")
     print(f"\nMean think : answer = {statistics.fmean(think) / statistics.fmean(answer):.1f} : 1; per-sample ratio "
           f"median {statistics.median(t / a for t, a in zip(think, answer)):.1f}.")
 

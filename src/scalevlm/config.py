@@ -167,7 +167,8 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields), key=str)
-    required = {n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    required = {n for n, f in fields.items() if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING}
     missing = sorted(required - set(data))
     if unknown or missing:
         parts = []
@@ -199,7 +200,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         if len(errors) == 1:  # `X | None`: X's own message, with null named as the other choice
-            raise ConfigError(errors[0].replace(": expected ", ": expected null or ", 1) if type(None) in args else errors[0])
+            raise ConfigError(errors[0].replace(": expected ", ": expected null or ", 1) if type(None) in args
+                              else errors[0])
         raise ConfigError(f"{where}: {value!r} matches none of {args}: {errors}")
     if origin is typing.Literal:
         if value not in args or isinstance(value, bool) != any(isinstance(a, bool) for a in args):
@@ -214,7 +216,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}: {value!r}")
         key_tp, value_tp = args or (Any, Any)
-        return {_coerce(key_tp, k, f"{where} key {k!r}"): _coerce(value_tp, v, f"{where}.{k}") for k, v in value.items()}
+        return {_coerce(key_tp, k, f"{where} key {k!r}"): _coerce(value_tp, v, f"{where}.{k}")
+                for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if tp is Any:
@@ -225,7 +228,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return float(value)
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__}: {value!r}{_hint(tp, value)}")
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__}: "
+                              f"{value!r}{_hint(tp, value)}")
         return value
     raise ConfigError(f"{where}: unsupported config type {tp!r}")
 

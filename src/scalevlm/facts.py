@@ -89,7 +89,8 @@ SEED_METRICS: tuple[str, ...] = (
 DATA, MODELS, REPORTS = Path("data"), Path("models"), Path("reports")
 METRICS = "metrics.json"  # every stage's scalar report, reports/<stage>[/<item>]/metrics.json
 PREDICTIONS = "predictions.jsonl"
-BENCHMARKS = "benchmarks"  # reports/evaluate/<arm>/benchmarks/: index.json and <benchmark>/ (scalevlm.evaluation.benchmarks)
+# reports/evaluate/<arm>/benchmarks/: index.json and <benchmark>/ (scalevlm.evaluation.benchmarks)
+BENCHMARKS = "benchmarks"
 LOG_HISTORY = "log_history.json"
 DVCLIVE = "dvclive"
 CURVES = Path(DVCLIVE) / "plots" / "metrics"  # DVCLive's per-step scalars under a report folder (dvc plots)

@@ -56,9 +56,11 @@ def sequence_segment_labels(
     pieces = [decode_piece(i) for i in ids]
     text = "".join(pieces)
     offsets = decode_offsets(pieces)
-    labels = [THINK if lab == IGNORE else lab for lab in token_segment_labels(offsets, think_end_char(text, close_tag), (0, len(text)))]
+    labels = [THINK if lab == IGNORE else lab
+              for lab in token_segment_labels(offsets, think_end_char(text, close_tag), (0, len(text)))]
     if tags == "token_mean":
-        labels = [TAG if structural else lab for lab, structural in zip(labels, structural_token_mask(offsets, text), strict=True)]
+        labels = [TAG if structural else lab
+                  for lab, structural in zip(labels, structural_token_mask(offsets, text), strict=True)]
     return labels
 
 
@@ -75,8 +77,8 @@ def batch_segment_labels(
         labels: [B, T] token ids on supervised (completion) positions, `ignore_index` elsewhere.
         decode_piece: `id -> text` of one token (see `PieceDecoder`).
     Returns:
-        [B, T] int64 on `labels.device`: 0 ignore, 1 think, 2 answer, 3 structural (`tags`), aligned with `labels` (shift it the same
-        way as the labels, e.g. `[:, 1:]`, to align with next-token losses).
+        [B, T] int64 on `labels.device`: 0 ignore, 1 think, 2 answer, 3 structural (`tags`), aligned with `labels`
+        (shift it the same way as the labels, e.g. `[:, 1:]`, to align with next-token losses).
     """
     out = torch.zeros(labels.shape, dtype=torch.long)
     cpu = labels.detach().cpu()

@@ -5,8 +5,8 @@
 
 `--model` is a registry stage (`prod`), a version (`v0.0.3`) — fetched from the DVC remote into
 `models/registry/<artifact>@<version>/` on first use (`scalevlm.registry.fetch`) — or a folder written by
-`save_pretrained` (e.g. models/train_sft/scale). Prompt and generation are `scalevlm.evaluation.generation`'s, the same as the
-`evaluate` stage: greedy by default, so with the same batch `predict` reproduces the evaluation's completions.
+`save_pretrained` (e.g. models/train_sft/scale). Prompt and generation are `scalevlm.evaluation.generation`'s, the same
+as the `evaluate` stage: greedy by default, so with the same batch `predict` reproduces the evaluation's completions.
 Each answer comes with the segment-rule verdict. Python API:
 
     from scalevlm.predict import load
@@ -116,7 +116,8 @@ def resolve_model(ref: str, repo: str = ".", artifact: str | None = None) -> Pat
         try:
             _, folder, _ = fetch(repo, artifact or default_artifact(local), ref)
         except RegistryError as e:  # a mistyped folder name reads like a stage name: say both
-            raise RegistryError(f"--model {ref!r} is not a model folder here, nor a registry version or stage: {e}") from None
+            raise RegistryError(f"--model {ref!r} is not a model folder here, nor a registry version or stage: "
+                                f"{e}") from None
         return folder
     return ref  # a hub id (owner/name); the loader says what is wrong with anything else
 
@@ -163,7 +164,8 @@ def _parser() -> argparse.ArgumentParser:
     many = p.add_argument_group("a batch")
     many.add_argument("--input", type=Path, help="JSONL: {id?, question, image | images}")
     many.add_argument("--out", type=Path, help="JSONL predictions (one per input line)")
-    many.add_argument("--image-root", type=Path, default=None, help="base of relative image paths (default: the input's folder)")
+    many.add_argument("--image-root", type=Path, default=None,
+                      help="base of relative image paths (default: the input's folder)")
     many.add_argument("--batch-size", type=int, default=64)
     gen = p.add_argument_group("generation (greedy unless --sample)")
     gen.add_argument("--max-new-tokens", type=int, default=128)
@@ -203,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as f:
         for (id_, _, question), pred in zip(items, preds, strict=True):
-            f.write(json.dumps({"id": id_, "question": question, "model": model.source, **asdict(pred)}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({"id": id_, "question": question, "model": model.source, **asdict(pred)},
+                               ensure_ascii=False) + "\n")
     ok = sum(p.format_ok for p in preds)
     print(f"{len(preds)} predictions -> {args.out} ({ok} well-formed) with {model.source}")
     return 0

@@ -17,7 +17,8 @@ from scalevlm.config import to_dict
 from scalevlm.runtime import write_json
 
 PACKAGES = (
-    "scalevlm", "torch", "transformers", "trl", "accelerate", "peft", "datasets", "tokenizers", "dvclive", "numpy", "pillow",
+    "scalevlm", "torch", "transformers", "trl", "accelerate", "peft", "datasets", "tokenizers", "dvclive", "numpy",
+    "pillow",
 )
 FILENAME = "provenance.json"
 
@@ -54,7 +55,8 @@ def provenance(stage: str, cfg: Any, root: Path, extra: dict[str, Any] | None = 
         "config": to_dict(cfg),
         "git": git_revision(root),
         "versions": library_versions(),
-        "platform": {"system": platform.system(), "machine": platform.machine(), "executable": Path(sys.executable).name},
+        "platform": {"system": platform.system(), "machine": platform.machine(),
+                     "executable": Path(sys.executable).name},
         **(extra or {}),
     }
 

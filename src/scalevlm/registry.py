@@ -75,7 +75,8 @@ def champion(root: Path, artifact: str, stage: str = "prod") -> Champion | None:
     try:
         snapshot = snapshot_at(root, commit)
     except RegistryError as e:
-        raise RegistryError(f"champion {artifact}@{version.version} (commit {commit[:8]}) has no {SNAPSHOT}: {e}") from e
+        raise RegistryError(f"champion {artifact}@{version.version} (commit {commit[:8]}) has no {SNAPSHOT}: "
+                            f"{e}") from e
     return Champion(version=version.version, commit=commit, snapshot=snapshot)
 
 
@@ -187,7 +188,8 @@ def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bo
     if target.exists() and not force:
         if is_fetched(target, resolved):
             return resolved, target, "already fetched"
-        raise RegistryError(f"{target} exists and does not hold {resolved.ref}: remove it, pass --force, or choose --out")
+        raise RegistryError(f"{target} exists and does not hold {resolved.ref}: remove it, pass --force, or choose "
+                            "--out")
     partial = target.with_name(target.name + ".partial")  # downloaded beside, moved in when complete
     shutil.rmtree(partial, ignore_errors=True)
     partial.parent.mkdir(parents=True, exist_ok=True)

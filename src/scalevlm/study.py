@@ -74,7 +74,8 @@ def experiment_rows(shown: Any, prefix: str) -> list[dict[str, Any]]:
             parts = Path(path).parts
             if len(parts) == 4 and parts[:2] == (REPORTS.name, EVALUATE) and parts[3] == METRICS:
                 arms[parts[2]] = flatten(blob.get("data") or {})  # nested metrics as dotted keys (reasons.repeated_tag)
-            elif len(parts) == 4 and parts[0] == REPORTS.name and parts[1] in (TRAIN_SFT, TRAIN_GRPO) and parts[3] == METRICS:
+            elif (len(parts) == 4 and parts[0] == REPORTS.name and parts[1] in (TRAIN_SFT, TRAIN_GRPO)
+                  and parts[3] == METRICS):
                 train[f"{parts[1]}/{parts[2]}"] = (blob.get("data") or {}).get("wall_time_s")
         rows.append({"name": name, "params": params, "arms": arms, "train_wall_s": train})
     return sorted(rows, key=lambda r: r["name"])
@@ -107,14 +108,17 @@ def aggregate(spec: dict[str, Any], rows: list[dict[str, Any]], metric: str = "a
     settings = []
     for setting, arms in sorted(by_setting.items(), key=lambda kv: json.dumps(kv[0])):
         summary = {arm: summarise(list(v.values())).to_dict() for arm, v in sorted(arms.items())}
-        paired = {f"{a} - {b}": paired_over_seeds(arms[a], arms[b]).to_dict() for a, b in PAIRS if a in arms and b in arms}
-        settings.append({"setting": dict(setting), "per_seed": {a: dict(sorted(v.items())) for a, v in sorted(arms.items())},
+        paired = {f"{a} - {b}": paired_over_seeds(arms[a], arms[b]).to_dict()
+                  for a, b in PAIRS if a in arms and b in arms}
+        settings.append({"setting": dict(setting),
+                         "per_seed": {a: dict(sorted(v.items())) for a, v in sorted(arms.items())},
                          "summary": summary, "paired": paired})
     return {"metric": metric, "arms": list(scope), "experiments": [r["name"] for r in rows], "settings": settings}
 
 
 def time_ratios(spec: dict[str, Any], rows: list[dict[str, Any]]) -> dict[int, float]:
-    """Per seed: SCALe-SFT wall time / (vanilla SFT + GRPO-from-vanilla wall time), where an experiment has all three."""
+    """Per seed: SCALe-SFT wall time / (vanilla SFT + GRPO-from-vanilla wall time), where an experiment has all
+    three."""
     seed_key = spec["seed_params"][0]
     out = {}
     for row in rows:
@@ -231,7 +235,8 @@ def reasons_markdown(result: dict[str, Any]) -> str:
 
 
 def study_markdown(result: dict[str, Any]) -> str:
-    return markdown(result) + "".join(f"\n## {metric}\n\n" + markdown(r) for metric, r in result["other_metrics"].items()) \
+    return markdown(result) + "".join(f"\n## {metric}\n\n" + markdown(r)
+                                      for metric, r in result["other_metrics"].items()) \
         + claims_markdown(result) + reasons_markdown(result)
 
 
@@ -240,12 +245,13 @@ def claims_markdown(result: dict[str, Any]) -> str:
         return ""
     lines = ["", "## The paper's claims at seed level", "",
              "Decided by `scalevlm.claims` on the 95% t-interval of the per-seed paired differences (supported / "
-             f"contradicted when it excludes 0; claim 2: non-inferiority margin {NONINFERIORITY:.2f} and a time ratio at "
-             f"most {COST_FRACTION:.2f}; a tie is not best).", ""]
+             f"contradicted when it excludes 0; claim 2: non-inferiority margin {NONINFERIORITY:.2f} and a time ratio "
+             f"at most {COST_FRACTION:.2f}; a tie is not best).", ""]
     lines += [f"- **{c['claim']}** — {c['verdict']} ({c['evidence']})." for c in result["claims"]]
     ratios = result.get("time_ratio_scale_sft_over_sft_plus_grpo") or {}
     if ratios:
-        lines += ["", "SCALe-SFT time / (vanilla SFT + GRPO time) per seed: " + ", ".join(f"s{k}: {v:.2f}" for k, v in ratios.items())]
+        lines += ["", "SCALe-SFT time / (vanilla SFT + GRPO time) per seed: "
+                  + ", ".join(f"s{k}: {v:.2f}" for k, v in ratios.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -259,13 +265,15 @@ def plot_ablation(result: dict[str, Any], x_key: str, group_key: str | None, arm
     groups: dict[Any, list[tuple[float, dict[str, Any]]]] = defaultdict(list)
     for block in result["settings"]:
         if arm in block["summary"] and x_key in block["setting"]:
-            groups[block["setting"].get(group_key) if group_key else arm].append((block["setting"][x_key], block["summary"][arm]))
+            groups[block["setting"].get(group_key) if group_key else arm].append(
+                (block["setting"][x_key], block["summary"][arm]))
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for group, points in sorted(groups.items(), key=lambda kv: str(kv[0])):
         points.sort(key=lambda p: p[0])
         xs = [p[0] for p in points]
         means = [p[1]["mean"] for p in points]
-        err = [[max(0.0, m - p[1]["low"]) for m, p in zip(means, points)], [max(0.0, p[1]["high"] - m) for m, p in zip(means, points)]]
+        err = [[max(0.0, m - p[1]["low"]) for m, p in zip(means, points)],
+               [max(0.0, p[1]["high"] - m) for m, p in zip(means, points)]]
         ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, label=str(group))
     ax.set_xlabel(x_key)
     ax.set_ylabel(f"{arm} {result['metric']}")

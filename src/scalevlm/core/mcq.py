@@ -1,4 +1,5 @@
-"""Benchmark prompts and scoring as lmms-eval does them for ScienceQA and IconQA (pure; used by `scalevlm.evaluation.benchmarks`).
+"""Benchmark prompts and scoring as lmms-eval does them for ScienceQA and IconQA (pure; used by
+`scalevlm.evaluation.benchmarks`).
 
 Prompts (lmms-eval's `default` format, so a score here means what an lmms-eval score means):
 
@@ -20,7 +21,8 @@ Scoring (the normalisation, written out):
   lower-cases both sides first, after which its ``B.`` rule can no longer fire. `letter_match` accepts what either
   accepts, so it never scores a prediction lower than lmms-eval would.
 - Free text (IconQA fill-in-the-blank), `text_match`: exact match after casefolding, removing ASCII punctuation and
-  trimming whitespace (the `exact_match` metric's `ignore_case` and `ignore_punctuation`, as lmms-eval's yaml sets them).
+  trimming whitespace (the `exact_match` metric's `ignore_case` and `ignore_punctuation`, as lmms-eval's yaml sets
+  them).
 
 What is scored: the project extracts the answer with the segment rule (the text of the `<answer>` block; a
 malformed completion has none and is wrong); `letter_match` is then applied to that text. Callers may also apply it
@@ -34,7 +36,8 @@ from collections.abc import Sequence
 
 SCIENCEQA_POST_PROMPT = "\nAnswer with the option's letter from the given choices directly."
 ICONQA_STATEMENT = "Given a set of images and a question, please provide the answer to the question.\n"
-ICONQA_OPTIONS = "Question: {question}.\nOptions:\n{options}\nPlease answer with the option letter from the given choices directly."
+ICONQA_OPTIONS = ("Question: {question}.\nOptions:\n{options}\n"
+                  "Please answer with the option letter from the given choices directly.")
 ICONQA_FREEFORM = "Question: {question}.\nPlease answer the question using a single word or phrase."
 ORDINALS = ("first", "second", "third", "fourth", "fifth")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)

@@ -59,7 +59,8 @@ def decide(candidate: ArmResult, champion: ArmResult | None, rules: Rules) -> De
         _floor("format_floor", candidate.metrics.get("format_compliance"), rules.format_floor),
     ]
     if champion is None:
-        checks.append(Check("champion", True, "no champion in the registry: the candidate bootstraps the first version"))
+        checks.append(Check("champion", True,
+                            "no champion in the registry: the candidate bootstraps the first version"))
     else:
         checks += [_no_regression(m, candidate, champion, rules.max_regression) for m in rules.tracked_metrics]
         checks.append(_significant(candidate, champion, rules))

@@ -45,7 +45,8 @@ def extract_answer(completion: Completion) -> str | None:
 
 
 def format_reward(
-    prompts: Sequence[Any] | None, completions: Sequence[Completion], completion_ids: Sequence[Any] | None = None, **kwargs: Any
+    prompts: Sequence[Any] | None, completions: Sequence[Completion], completion_ids: Sequence[Any] | None = None,
+    **kwargs: Any
 ) -> list[float | None]:
     """1.0 iff the completion is well-formed under the segment rule, else 0.0 (no partial credit to exploit)."""
     return [1.0 if parse_completion(completion_text(c)).ok else 0.0 for c in completions]
@@ -106,7 +107,8 @@ def make_length_reward(max_think_chars: int) -> RewardFunc:
         raise ValueError(f"max_think_chars must be > 0, got {max_think_chars}")
 
     def length_reward(
-        prompts: Sequence[Any] | None, completions: Sequence[Completion], completion_ids: Sequence[Any] | None = None, **kwargs: Any
+        prompts: Sequence[Any] | None, completions: Sequence[Completion], completion_ids: Sequence[Any] | None = None,
+        **kwargs: Any
     ) -> list[float | None]:
         out: list[float | None] = []
         for c in completions:

@@ -91,7 +91,8 @@ def shifted_token_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: i
     shifted = logits[:, :-1]
     if shifted.dtype in (torch.float16, torch.bfloat16):
         shifted = shifted.float()
-    ce = F.cross_entropy(shifted.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index, reduction="none")
+    ce = F.cross_entropy(shifted.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index,
+                         reduction="none")
     return ce.view_as(targets)
 
 
@@ -205,7 +206,8 @@ def scale_loss(
         (loss: scalar tensor with the gradient, stats: detached `ScaleStats`).
     """
     if token_loss.shape != segments.shape:
-        raise ValueError(f"token_loss {tuple(token_loss.shape)} and segments {tuple(segments.shape)} must have the same [B, T] shape")
+        raise ValueError(f"token_loss {tuple(token_loss.shape)} and segments {tuple(segments.shape)} must have the "
+                         "same [B, T] shape")
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {list(NORMALISATIONS)}")
     given = [n is None for n in (num_think_tokens, num_answer_tokens, num_tag_tokens)]
@@ -230,9 +232,8 @@ def scale_loss(
         per_sample = w_think * l_think + w_answer * l_answer  # a missing segment contributes 0, no renormalising
         loss = per_sample.sum() / _denominator(num_samples, counts.samples) + tag_term
     elif normalisation == "per_batch":
-        loss = w_think * think_sum.sum() / _denominator(num_think_tokens, counts.think_tokens) + w_answer * answer_sum.sum() / _denominator(
-            num_answer_tokens, counts.answer_tokens
-        ) + tag_term
+        loss = (w_think * think_sum.sum() / _denominator(num_think_tokens, counts.think_tokens)
+                + w_answer * answer_sum.sum() / _denominator(num_answer_tokens, counts.answer_tokens) + tag_term)
     else:  # the plain token mean over every supervised token, structural ones included
         loss = (think_sum.sum() + answer_sum.sum() + tag_sum) / _denominator(all_tokens, counts.tokens)
 

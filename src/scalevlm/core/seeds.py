@@ -124,7 +124,8 @@ def expand(grid: dict[str, list[Any]] | list[dict[str, Any]], seeds: list[int], 
     """
     if isinstance(grid, list):
         if not grid or not all(isinstance(g, dict) and g for g in grid):
-            raise ValueError("a list grid needs at least one setting, each a non-empty mapping of params keys to values")
+            raise ValueError("a list grid needs at least one setting, each a non-empty mapping of params keys to "
+                             "values")
         settings = [tuple(sorted(g.items())) for g in grid]
         if len(set(settings)) != len(settings):
             raise ValueError(f"duplicate settings in the grid: {grid}")

@@ -42,5 +42,6 @@ def judge_think(completion: str, pred: str | None, fact: Mapping[str, Any] | Non
         return None
     value = think_conclusion(completion, fact)
     answer_map = fact.get("answer_map")
-    consistent = None if answer_map is None else (value is not None and pred is not None and answer_map.get(value) == pred.strip())
+    consistent = None if answer_map is None else (value is not None and pred is not None
+                                                  and answer_map.get(value) == pred.strip())
     return ThinkJudgement(value=value, correct=value is not None and value == str(fact["value"]), consistent=consistent)

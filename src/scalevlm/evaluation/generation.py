@@ -37,7 +37,8 @@ class GenerationOptions:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1 and (self.top_k is None or self.top_k >= 1)):
+        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1
+                                   and (self.top_k is None or self.top_k >= 1)):
             raise ValueError(f"sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 1 (or unset), got "
                              f"temperature={self.temperature}, top_p={self.top_p}, top_k={self.top_k}")
 
@@ -178,7 +179,8 @@ def reference_losses(model: Any, processor: Any, images: Sequence[Sequence[Any]]
     tokenizer = processor.tokenizer
     prompts = [prompt_text(processor, q, len(imgs)) for q, imgs in zip(questions, images, strict=True)]
     texts = [p + c + tokenizer.eos_token for p, c in zip(prompts, completions, strict=True)]
-    kwargs: dict[str, Any] = {"padding": True, "padding_side": "right", "return_tensors": "pt", **PROMPT_TOKENIZE_KWARGS}
+    kwargs: dict[str, Any] = {"padding": True, "padding_side": "right", "return_tensors": "pt",
+                              **PROMPT_TOKENIZE_KWARGS}
     prompt_kwargs: dict[str, Any] = dict(PROMPT_TOKENIZE_KWARGS)
     if any(images):
         kwargs["images"] = prompt_kwargs["images"] = [list(imgs) for imgs in images]

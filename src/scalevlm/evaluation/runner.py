@@ -49,7 +49,8 @@ def batch_images(records: Sequence[Record], root: Path) -> list[list[Any]]:
     return [[Image.open(p).convert("RGB") for p in image_paths(root, r)] for r in records]
 
 
-def generate_batch(model: Any, processor: Any, records: Sequence[Record], root: Path, options: GenerationOptions) -> list[Generation]:
+def generate_batch(model: Any, processor: Any, records: Sequence[Record], root: Path,
+                   options: GenerationOptions) -> list[Generation]:
     """Completions of one batch of records."""
     return generate(model, processor, batch_images(records, root), [r.question for r in records], options)
 
@@ -82,7 +83,8 @@ def evaluate_model(cfg: EvaluateSettings, root: Path, model_dir: Path, records: 
             start = time.perf_counter()
             gens = generate(model, processor, images, [r.question for r in batch], options)
             gen_s += time.perf_counter() - start
-            refs = reference_losses(model, processor, images, [r.question for r in batch], [r.completion for r in batch])
+            refs = reference_losses(model, processor, images, [r.question for r in batch],
+                                    [r.completion for r in batch])
             rows.extend(prediction_row(r, g, f) for r, g, f in zip(batch, gens, refs, strict=True))
             bar.update(len(batch))
     accuracy, compliance = load_metrics()

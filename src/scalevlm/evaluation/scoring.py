@@ -47,7 +47,8 @@ def prediction_row(record: Record, gen: Generation, ref: ReferenceLoss | None = 
         "correct": int(pred is not None and is_correct(pred, record.answer, record.answer_type, record.choices)),
         "format_ok": int(seg.ok), "reason": seg.reason.value if seg.reason else None,
         "parsed": int(is_parseable(pred, record.answer_type, record.choices)),
-        "completion_tokens": gen.completion_tokens, "think_tokens": gen.think_tokens, "answer_tokens": gen.answer_tokens,
+        "completion_tokens": gen.completion_tokens, "think_tokens": gen.think_tokens,
+        "answer_tokens": gen.answer_tokens,
         "answer_open_token": gen.answer_open_token,
         **extra,
     }
@@ -57,7 +58,8 @@ def load_metrics() -> tuple[Any, Any]:
     """The repo's two `evaluate` metric modules, loaded by path (works offline)."""
     import evaluate as hf_evaluate
 
-    return (hf_evaluate.load(str(METRICS_DIR / "answer_accuracy")), hf_evaluate.load(str(METRICS_DIR / "format_compliance")))
+    return (hf_evaluate.load(str(METRICS_DIR / "answer_accuracy")),
+            hf_evaluate.load(str(METRICS_DIR / "format_compliance")))
 
 
 def _length_stats(rows: Sequence[dict[str, Any]]) -> dict[str, float]:

@@ -60,7 +60,8 @@ def images_only(processor_class: type) -> type:
                  **kwargs: Any) -> None:
         base_init(self, image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template, **kwargs)
 
-    return type(processor_class.__name__, (processor_class,), {"__init__": __init__, "__module__": processor_class.__module__})
+    return type(processor_class.__name__, (processor_class,),
+                {"__init__": __init__, "__module__": processor_class.__module__})
 
 
 def _processor_class_name(name: str) -> str | None:

@@ -45,7 +45,8 @@ class PerceptionConfig(Checked):
 
     def check(self) -> Problems:
         if self.eval_every > self.max_steps:
-            yield "eval_every", f"{self.eval_every} is above max_steps {self.max_steps}: the stop rule would never be checked"
+            yield "eval_every", (f"{self.eval_every} is above max_steps {self.max_steps}: the stop rule would never be "
+                                 "checked")
 
 
 def score_caption(text: str, cells: Sequence[Sequence[str]]) -> dict[str, float]:
@@ -56,11 +57,13 @@ def score_caption(text: str, cells: Sequence[Sequence[str]]) -> dict[str, float]
     right = sum(a == b for i, row in enumerate(cells) for a, b in zip(rows.get(i + 1, []), row))
     exact = all(rows.get(i + 1) == list(row) for i, row in enumerate(cells)) and len(rows) == len(cells)
     reds = sum(row.count("red") for row in cells)
-    return {"exact": float(exact), "cell_accuracy": right / n_cells, "count_correct": float(bool(totals) and totals[-1] == reds)}
+    return {"exact": float(exact), "cell_accuracy": right / n_cells,
+            "count_correct": float(bool(totals) and totals[-1] == reds)}
 
 
 def _batch(processor: Any, images: Sequence[Any], question: str, captions: Sequence[str]) -> dict[str, Any]:
-    """Prompt + caption + end of turn, with labels on the caption tokens only (the prompt is the one `inference` uses)."""
+    """Prompt + caption + end of turn, with labels on the caption tokens only (the prompt is the one `inference`
+    uses)."""
     import torch
 
     from scalevlm.evaluation.generation import PROMPT_TOKENIZE_KWARGS, prompt_text
@@ -70,7 +73,8 @@ def _batch(processor: Any, images: Sequence[Any], question: str, captions: Seque
     texts = [p + c + tok.eos_token for p, c in zip(prompts, captions, strict=True)]
     enc = processor(text=texts, images=[[im] for im in images], padding=True, padding_side="right", return_tensors="pt",
                     **PROMPT_TOKENIZE_KWARGS)
-    plen = [len(x) for x in processor(text=prompts, images=[[im] for im in images], **PROMPT_TOKENIZE_KWARGS)["input_ids"]]
+    plen = [len(x) for x in processor(text=prompts, images=[[im] for im in images],
+                                      **PROMPT_TOKENIZE_KWARGS)["input_ids"]]
     labels = torch.full_like(enc["input_ids"], -100)
     for b, n in enumerate(plen):
         keep = enc["attention_mask"][b].bool()
@@ -89,12 +93,15 @@ def evaluate_perception(model: Any, processor: Any, samples: Sequence[tuple[Any,
     scores: list[dict[str, float]] = []
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
-        gens = generate(model, processor, [[s[0]] for s in chunk], [question] * len(chunk), GenerationOptions(max_new_tokens=max_new_tokens))
+        gens = generate(model, processor, [[s[0]] for s in chunk], [question] * len(chunk),
+                        GenerationOptions(max_new_tokens=max_new_tokens))
         scores += [score_caption(g.text, s[2]) for g, s in zip(gens, chunk, strict=True)]
-    return {k: sum(s[k] for s in scores) / len(scores) for k in ("exact", "cell_accuracy", "count_correct")} | {"images": len(scores)}
+    return {k: sum(s[k] for s in scores) / len(scores)
+            for k in ("exact", "cell_accuracy", "count_correct")} | {"images": len(scores)}
 
 
-def pretrain_perception(model: Any, processor: Any, cfg: PerceptionConfig, draw: Callable[[random.Random], tuple[Any, str, list[list[str]]]],
+def pretrain_perception(model: Any, processor: Any, cfg: PerceptionConfig,
+                        draw: Callable[[random.Random], tuple[Any, str, list[list[str]]]],
                         question: str, excluded: set[str]) -> dict[str, Any]:
     """Train `model` in place on captions of images from `draw`; returns the report (held-out perception, steps, time).
 

@@ -27,7 +27,8 @@ from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 from scalevlm.core.segments import TAGS
 
 SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+    "<|video_pad|>",
 )
 EOS, PAD = "<|im_end|>", "<|endoftext|>"
 
@@ -38,7 +39,8 @@ CHAT_TEMPLATE = (
     "{%- if p['type'] == 'image' -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
     "{%- elif p['type'] == 'text' -%}{{- p['text'] -}}{%- endif -%}{%- endfor -%}{%- endif -%}{%- endmacro -%}"
     "{%- for m in messages -%}{{- '<|im_start|>' + m['role'] + '\n' -}}"
-    "{%- if m['role'] == 'assistant' -%}{%- generation -%}{{- render(m['content']) + '<|im_end|>' -}}{%- endgeneration -%}"
+    "{%- if m['role'] == 'assistant' -%}{%- generation -%}{{- render(m['content']) + '<|im_end|>' -}}"
+    "{%- endgeneration -%}"
     "{%- else -%}{{- render(m['content']) + '<|im_end|>' -}}{%- endif -%}{{- '\n' -}}{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
 )
@@ -81,9 +83,11 @@ class TinySpec:
         if self.num_heads % self.num_kv_heads:
             errors.append(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
         if self.vision_embed_dim % self.vision_heads:
-            errors.append(f"vision_embed_dim {self.vision_embed_dim} is not divisible by vision_heads {self.vision_heads}")
+            errors.append(f"vision_embed_dim {self.vision_embed_dim} is not divisible by vision_heads "
+                          f"{self.vision_heads}")
         if self.vocab_size < 256 + len(SPECIAL_TOKENS):
-            errors.append(f"vocab_size {self.vocab_size} is below the 256 byte symbols + {len(SPECIAL_TOKENS)} specials")
+            errors.append(f"vocab_size {self.vocab_size} is below the 256 byte symbols + {len(SPECIAL_TOKENS)} "
+                          "specials")
         if self.max_pixels < self.min_pixels:
             errors.append(f"max_pixels {self.max_pixels} is below one merged visual token, (patch_size*merge_size)^2 "
                           f"= {self.min_pixels}")
@@ -102,7 +106,8 @@ def mrope_section(head_dim: int) -> list[int]:
 class TinyQwen2VLProcessor(Qwen2VLProcessor):
     """Qwen2-VL processor without a video processor (transformers cannot type-check one without torchvision)."""
 
-    def __init__(self, image_processor: object = None, tokenizer: object = None, chat_template: str | None = None, **kwargs: object) -> None:
+    def __init__(self, image_processor: object = None, tokenizer: object = None, chat_template: str | None = None,
+                 **kwargs: object) -> None:
         super().__init__(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template, **kwargs)
 
 
@@ -161,7 +166,8 @@ def tiny_config(spec: TinySpec, tokenizer: PreTrainedTokenizerFast) -> Qwen2VLCo
             "num_attention_heads": spec.num_heads,
             "num_key_value_heads": spec.num_kv_heads,
             "max_position_embeddings": spec.max_position_embeddings,
-            "rope_parameters": {"rope_type": "default", "rope_theta": spec.rope_theta, "mrope_section": mrope_section(head_dim)},
+            "rope_parameters": {"rope_type": "default", "rope_theta": spec.rope_theta,
+                                "mrope_section": mrope_section(head_dim)},
             "bos_token_id": None,
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,

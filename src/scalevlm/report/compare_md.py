@@ -34,7 +34,8 @@ def markdown_table(table: Table, tests: Tests, ratio: float | None) -> str:
             f"| {arm} | {_fmt(r['accuracy'])} [{_fmt(r['accuracy_low'])}, {_fmt(r['accuracy_high'])}] | "
             f"{_fmt(r['format_compliance'])} | {_fmt(r['answer_parse_rate'])} | {_fmt(r['think_tokens_mean'], 1)} | "
             f"{_fmt(r['train_time_s'], 1)} |")
-    lines += ["", "| comparison | Δ accuracy [95% CI] | p (bootstrap) | p (permutation) | p (McNemar) | a-only / b-only |",
+    lines += ["",
+              "| comparison | Δ accuracy [95% CI] | p (bootstrap) | p (permutation) | p (McNemar) | a-only / b-only |",
               "|---|---|---|---|---|---|"]
     for t in tests:
         lines.append(
@@ -51,7 +52,8 @@ def paper_table(table: Table) -> str:
         return ""
     budget = next((r.get("max_new_tokens") for r in table.values() if r.get("max_new_tokens")), None)
     lines = [
-        f"| arm | think correct | P(answer correct given think correct) | answer–think consistency | missing `<answer>` @{budget} tokens | "
+        "| arm | think correct | P(answer correct given think correct) | answer–think consistency | missing "
+        f"`<answer>` @{budget} tokens | "
         "generated / reference think tokens | answer-token CE (reference, nats) | think-token CE (reference) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -59,7 +61,8 @@ def paper_table(table: Table) -> str:
         lines.append(
             f"| {arm} | {_fmt(r.get('think_correct_rate'))} | {_fmt(r.get('p_answer_given_think_correct'))} | "
             f"{_fmt(r.get('answer_think_consistency'))} | {_fmt(r.get('missing_answer_rate'))} | "
-            f"{_fmt(r.get('think_verbosity'), 2)} | {_fmt(r.get('reference_answer_ce'), 4)} | {_fmt(r.get('reference_think_ce'), 4)} |")
+            f"{_fmt(r.get('think_verbosity'), 2)} | {_fmt(r.get('reference_answer_ce'), 4)} | "
+            f"{_fmt(r.get('reference_think_ce'), 4)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -90,7 +93,8 @@ def source_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def _stat(t: Mapping[str, Any]) -> str:
-    return f"Δ = {_fmt(t['diff'])}, 95% CI [{_fmt(t['diff_low'])}, {_fmt(t['diff_high'])}], p = {_fmt(decisive_p(t), 4)}"
+    return (f"Δ = {_fmt(t['diff'])}, 95% CI [{_fmt(t['diff_low'])}, {_fmt(t['diff_high'])}], p = "
+            f"{_fmt(decisive_p(t), 4)}")
 
 
 def verdict(t: Mapping[str, Any], alpha: float) -> str:
@@ -102,7 +106,8 @@ def verdict(t: Mapping[str, Any], alpha: float) -> str:
 
 def differences(tests: Tests) -> dict[tuple[str, str], Difference]:
     """The paired tests as `claims.Difference`s (bootstrap interval over the test samples), keyed by (a, b)."""
-    return {(t["a"], t["b"]): Difference(t["a"], t["b"], t["diff"], t["diff_low"], t["diff_high"], _stat(t)) for t in tests}
+    return {(t["a"], t["b"]): Difference(t["a"], t["b"], t["diff"], t["diff_low"], t["diff_high"], _stat(t))
+            for t in tests}
 
 
 def claim_lines(found: Sequence[Verdict]) -> list[str]:
@@ -156,7 +161,8 @@ def caveats(run: RunFacts) -> list[str]:
         seeds = ("One training seed per arm, so the CIs above cover test-sample noise only, not training noise; on the "
                  "embedded tasks the spread between seeds has been as large as the gaps between methods (the first "
                  "task's SCALe-SFT: 0.571 to 0.974 over five seeds, `reports/study/study/`). A claim about SCALe needs "
-                 "several seeds: see the multi-seed studies in `reports/study/` (this testbed: `reports/study/r1grid-v2/`).")
+                 "several seeds: see the multi-seed studies in `reports/study/` (this testbed: "
+                 "`reports/study/r1grid-v2/`).")
     else:
         seeds = ("One training seed per arm, so the CIs above cover test-sample noise only, not training noise. The "
                  "spread between seeds was measured for the tiny model on the embedded task only (`reports/study/`, "
@@ -208,8 +214,10 @@ def readme(table: Table, tests: Tests, claim_text: Sequence[str], metrics: Mappi
     grpo_cost = [f"{m}: {_fmt(times.get(f'grpo-only-{m}'), 1)} s" for m in INITS]  # compare.training_times
     base = (grpo or {}).get("vanilla") or {}  # the GRPO run in the ratio: the one from vanilla SFT
     why_ratio = ("GRPO from vanilla SFT hit its max_steps cap before its held-out plateau, so the ratio understates "
-                 "what GRPO to a plateau costs" if base.get("heldout_first") is not None and not base.get("stopped_at_plateau")
-                 else "GRPO from vanilla SFT ran until its held-out accuracy plateaued" if base.get("heldout_first") is not None
+                 "what GRPO to a plateau costs" if base.get("heldout_first") is not None
+                 and not base.get("stopped_at_plateau")
+                 else "GRPO from vanilla SFT ran until its held-out accuracy plateaued"
+                 if base.get("heldout_first") is not None
                  else "GRPO's held-out curve is not in its report")
     lines = [
         "# Comparison of the four arms", "",
@@ -218,19 +226,23 @@ def readme(table: Table, tests: Tests, claim_text: Sequence[str], metrics: Mappi
         f"({_fmt(table[best]['accuracy'])}). Chance (always the most frequent training answer): {_fmt(chance)}. "
         f"Tests at α = {alpha}.", "",
         "## The paper's claims, checked on this run", "",
-        "The rules (`scalevlm.claims`, the same as the multi-seed studies'): a claim is supported when the 95% interval "
-        "of the difference lies on its side, contradicted on the other side, undecided when it holds 0; claim 2 needs "
-        "accuracy within the non-inferiority margin and a time ratio at most the declared fraction; a tie is not best.",
+        "The rules (`scalevlm.claims`, the same as the multi-seed studies'): a claim is supported when the 95% "
+        "interval of the difference lies on its side, contradicted on the other side, undecided when it holds 0; claim "
+        "2 needs accuracy within the non-inferiority margin and a time ratio at most the declared fraction; a tie is "
+        "not best.",
         "", *claim_text, "",
-        "One training seed cannot settle a claim about a method: the verdicts over several seeds (supported / contradicted / "
-        "undecided at n seeds) come from the multi-seed studies, `reports/study/<name>/table.md` (`python -m flows.sweep "
-        "sweeps/study.yaml`; the README summarises them)" + (", quoted below." if seed_level else "."), "",
+        "One training seed cannot settle a claim about a method: the verdicts over several seeds (supported / "
+        "contradicted / undecided at n seeds) come from the multi-seed studies, `reports/study/<name>/table.md` "
+        "(`python -m flows.sweep sweeps/study.yaml`; the README summarises them)"
+        + (", quoted below." if seed_level else "."), "",
         *([seed_level.strip(), ""] if seed_level else []),
         "## Table", "", markdown_table(table, tests, ratio), *(["The paper's metrics per arm (think correctness and "
-        "consistency from the records' `think_fact`; CE teacher-forced on the reference completions of the test samples):",
+        "consistency from the records' `think_fact`; CE teacher-forced on the reference completions of the test "
+        "samples):",
         "", paper_table(table)] if paper_table(table) else []),
         "Format failures by the segment rule's reason (shares of the test samples), and outputs that had not opened "
-        "`<answer>` within each generation budget:", "", format_table(table), "Accuracy per source:", "", source_table(metrics),
+        "`<answer>` within each generation budget:", "", format_table(table), "Accuracy per source:", "",
+        source_table(metrics),
         "## Paired tests", "", *[f"- {verdict(t, alpha)}" for t in tests], "",
         "## Training cost", "",
         f"- SFT: vanilla {_fmt(times.get(SFT_VANILLA), 1)} s, SCALe {_fmt(times.get(SFT_SCALE), 1)} s; "

@@ -312,7 +312,8 @@ def content_text(content: Any, field: str) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list) and all(isinstance(p, dict) for p in content):
-        texts = [text_value(p.get("text"), f"{field}[{i}].text") for i, p in enumerate(content) if p.get("type") == "text"]
+        texts = [text_value(p.get("text"), f"{field}[{i}].text") for i, p in enumerate(content)
+                 if p.get("type") == "text"]
         return "\n".join(texts).strip()
     raise AdapterError("bad_message", f"'{field}' must be a string or a list of typed parts, got {_preview(content)}")
 

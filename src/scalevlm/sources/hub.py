@@ -230,7 +230,8 @@ def _load(spec: HubDataset, path: str, **kwargs: Any) -> datasets.Dataset:
             f"{type(e).__name__}: {e}. Offline, point `name` at a local copy (folder or data file)."
         ) from e
     if not isinstance(ds, datasets.Dataset):
-        raise SourceError(f"hub dataset {spec.name!r}: split {spec.split!r} did not give one table ({type(ds).__name__})")
+        raise SourceError(f"hub dataset {spec.name!r}: split {spec.split!r} did not give one table "
+                          f"({type(ds).__name__})")
     return ds
 
 
@@ -278,7 +279,8 @@ def adapt_mapped(row: dict[str, Any], field_map: dict[str, str]) -> Adapted:
         reasoning, answer = adapters.split_completion(text("answer"))
     choices = row.get(field_map["choices"]) if "choices" in field_map else None
     if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
-        raise AdapterError("bad_choices", f"column '{field_map['choices']}' must hold a list of strings, got {choices!r}")
+        raise AdapterError("bad_choices",
+                           f"column '{field_map['choices']}' must hold a list of strings, got {choices!r}")
     answer_type = row.get(field_map["answer_type"]) if "answer_type" in field_map else None
     if answer_type is not None:
         answer_type = adapters.text_value(answer_type, f"column '{field_map['answer_type']}' (answer_type)")

@@ -247,7 +247,8 @@ def resolve_inside(base: Path, ref: str, field: str) -> Path:
         raise AdapterError("bad_image_path", f"'{field}' = {ref[:60]!r}… cannot be looked up ({e.__class__.__name__}: "
                                              f"{e}); give a plain relative file path") from e
     if not inside:
-        raise AdapterError("path_escape", f"'{field}' = {ref!r} resolves to {path}, outside {base}; keep images inside it")
+        raise AdapterError("path_escape",
+                           f"'{field}' = {ref!r} resolves to {path}, outside {base}; keep images inside it")
     if not exists:
         raise AdapterError("missing_image", f"'{field}' = {ref!r}: no such file under {base}; add it or fix the path")
     return path

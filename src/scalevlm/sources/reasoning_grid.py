@@ -15,8 +15,8 @@ Why this shape (measured in `research/testbed/`): a 1.3 M-parameter model reads 
 pre-training taught it (right after the prompt), so every image-dependent token sits in the caption block that
 opens the think and the long, variable middle is image-independent; the count is carried through it by a short
 copy after every self-check (one restatement at the end, ~300 tokens after the conclusion, was right on only ~20%
-of test samples; carried, ~76%), and the self-checks hold no digits. The earlier multiple-choice variant (the answer is the
-letter of the total among shuffled options) was not learned by either arm in 300 steps (letter CE = ln 4).
+of test samples; carried, ~76%), and the self-checks hold no digits. The earlier multiple-choice variant (the answer is
+the letter of the total among shuffled options) was not learned by either arm in 300 steps (letter CE = ln 4).
 
 Every record says what a right think concludes (`provenance.think_fact`: a pattern, its true value and the answer
 each value implies), so `evaluate` can report P(answer correct | think correct) and answer–think consistency.
@@ -62,7 +62,8 @@ SELF_CHECKS = (
     "Let me double check the count for the {r} row. Good.",
     "Remember, the question is about the whole grid and not about one row, and I have read all of the rows.",
 )
-CLOSERS = ("Okay, I am confident in my count now.", "Good, everything checks out.", "Alright, I have checked it carefully.")
+CLOSERS = ("Okay, I am confident in my count now.", "Good, everything checks out.",
+           "Alright, I have checked it carefully.")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ class ReasoningGridConfig(Checked):
     enabled: bool
     n: NonNegativeInt  # samples drawn
     seed: NonNegativeInt
-    rows: Annotated[int, Range(ge=1, le=len(ORDINALS))]  # the image: as the `synthetic` source's (rows are named by ordinals)
+    # the image: as the `synthetic` source's (rows are named by ordinals)
+    rows: Annotated[int, Range(ge=1, le=len(ORDINALS))]
     cols: PositiveInt
     cell_px: Annotated[int, Range(ge=7)]
     p_red: Probability
@@ -81,7 +83,8 @@ class ReasoningGridConfig(Checked):
 
     def check(self) -> Problems:
         if self.p_red + self.p_blue > 1:
-            yield "p_red", f"p_red + p_blue must be <= 1 (the rest of the cells is empty), got {self.p_red} + {self.p_blue}"
+            yield "p_red", (f"p_red + p_blue must be <= 1 (the rest of the cells is empty), got {self.p_red} + "
+                            f"{self.p_blue}")
         if self.min_checks > self.max_checks:
             yield "min_checks", f"{self.min_checks} is above max_checks {self.max_checks}"
 

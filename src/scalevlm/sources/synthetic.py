@@ -43,7 +43,8 @@ class GridConfig(Checked):
 
     def check(self) -> Problems:
         if self.p_red + self.p_blue > 1:
-            yield "p_red", f"p_red + p_blue must be <= 1 (the rest of the cells is empty), got {self.p_red} + {self.p_blue}"
+            yield "p_red", (f"p_red + p_blue must be <= 1 (the rest of the cells is empty), got {self.p_red} + "
+                            f"{self.p_blue}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class DigitsConfig(Checked):
 @dataclass(frozen=True)
 class GridDrawing:
     """How a grid image is drawn: the part of a source's config (`GridConfig`, `ReasoningGridConfig`) that
-    `draw_grid` reads. The r1grid records keep it in their provenance, so perception pre-training draws the same kind."""
+    `draw_grid` reads. The r1grid records keep it in their provenance, so perception pre-training draws the same
+    kind."""
 
     rows: int
     cols: int
@@ -88,7 +90,8 @@ def draw_grid(rng: random.Random, cfg: GridDrawing) -> tuple[Image.Image, list[l
             row.append(colour)
             if colour != "empty":
                 margin = rng.randint(1, 3) if cfg.jitter else 2
-                rgb = tuple(min(255, max(0, v + rng.randint(-25, 25))) for v in _RGB[colour]) if cfg.jitter else _RGB[colour]
+                rgb = tuple(min(255, max(0, v + rng.randint(-25, 25)))
+                            for v in _RGB[colour]) if cfg.jitter else _RGB[colour]
                 box = [c * cell + margin, r * cell + margin, (c + 1) * cell - 1 - margin, (r + 1) * cell - 1 - margin]
                 draw.rectangle(box, fill=rgb)
         cells.append(row)
@@ -168,4 +171,5 @@ def digits_sample(rng: random.Random, cfg: DigitsConfig, split: str) -> tuple[Im
 def digits_source(cfg: DigitsConfig, ctx: SourceContext) -> Iterator[Candidate]:
     for i in range(cfg.n):
         rng = random.Random(f"digits:{cfg.seed}:{i}")
-        yield _candidate("digits", cfg.seed, i, cfg.answer_step, digits_sample(rng, cfg, ctx.split_of(sample_key("digits", cfg.seed, i))))
+        yield _candidate("digits", cfg.seed, i, cfg.answer_step,
+                         digits_sample(rng, cfg, ctx.split_of(sample_key("digits", cfg.seed, i))))

@@ -204,7 +204,8 @@ def verify_adapter(model: Any, folder: Path) -> None:
     path = folder / "adapter_model.safetensors"
     saved = load_file(path) if path.is_file() else {}
     own = get_peft_model_state_dict(model)
-    matched = sum(1 for k, v in own.items() if k in saved and torch.equal(v.detach().cpu().to(saved[k].dtype), saved[k]))
+    matched = sum(1 for k, v in own.items() if k in saved
+                  and torch.equal(v.detach().cpu().to(saved[k].dtype), saved[k]))
     if matched != len(own) or len(saved) != len(own):
         raise CheckpointError(f"checkpoint {folder}: {matched} of {len(own)} adapter tensors restored ({len(saved)} "
                               "in the file); delete it (or set resume: false) to start over.")
@@ -233,7 +234,8 @@ def publish_model(out: Path, keep_checkpoints: bool) -> None:
     replace_dir(staging_folder(out), out, keep=(CHECKPOINTS,) if keep_checkpoints else ())
 
 
-def begin_run(state: Any, model_out: Path, clear: Sequence[Path], run_fingerprint: str, allowed: bool) -> tuple[Path, Path | None]:
+def begin_run(state: Any, model_out: Path, clear: Sequence[Path], run_fingerprint: str,
+              allowed: bool) -> tuple[Path, Path | None]:
     """Every rank, before training: (the checkpoint folder, the checkpoint to resume or None for a fresh run).
     The main process prepares the outputs (`prepare_outputs`: `clear` is emptied on a fresh run) and removes a
     staging folder left by a save that was killed; then every rank waits for it (`state` is accelerate's)."""

@@ -47,7 +47,8 @@ class ScaleSettings(Checked):
     w_start: Probability
     w_end: Probability
     normalisation: Literal["per_sample", "per_batch"]
-    close_tag: Literal["think", "answer"]  # the segment `</think>` is weighted with (ablation; evaluation keeps "think")
+    # the segment `</think>` is weighted with (ablation; evaluation keeps "think")
+    close_tag: Literal["think", "answer"]
     tags: Literal["segment", "token_mean"]  # tags + end-of-turn: in their segment's mean, or at the token-mean weight
 
 
@@ -153,7 +154,8 @@ def sft_config(cfg: SFTSettings, output_dir: Path, world_size: int) -> Any:
         logging_steps=cfg.logging_steps,
         save_strategy="steps" if cfg.save_steps > 0 else "no",
         save_steps=max(cfg.save_steps, 1),
-        save_total_limit=None,  # checkpoints.CheckpointCallback keeps the newest, deleting older ones only once it is complete
+        # checkpoints.CheckpointCallback keeps the newest, deleting older ones only once it is complete
+        save_total_limit=None,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=cfg.dataloader_workers,

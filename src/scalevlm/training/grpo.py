@@ -70,7 +70,8 @@ class GRPOSettings(Checked):
     learning_rate: PositiveFloat
     lr_scheduler: Literal["constant_with_warmup", "linear", "cosine"]
     warmup_ratio: Annotated[float, Range(ge=0, lt=1)]
-    batch_size: PositiveInt  # GLOBAL completions per optimizer step (= per-device × processes) = prompts × num_generations
+    # GLOBAL completions per optimizer step (= per-device × processes) = prompts × num_generations
+    batch_size: PositiveInt
     num_generations: Annotated[int, Range(ge=2)]  # completions per prompt (the GRPO group; one has no advantage)
     max_completion_length: Annotated[int, Range(ge=8)]  # tokens; fewer cannot hold <think>…</think><answer>…</answer>
     beta: NonNegativeFloat  # KL coefficient; 0 = no reference model (TRL's default, cheapest)
@@ -86,7 +87,8 @@ class GRPOSettings(Checked):
     use_vllm: bool  # GPU users: generate with vLLM (needs `pip install vllm`); passed through to TRL
     vllm_mode: Literal["colocate", "server"]
     trust_remote_code: bool
-    torch_threads: NonNegativeInt  # CPU threads for torch; 0 = torch's default (see `scalevlm.runtime.set_torch_threads`)
+    # CPU threads for torch; 0 = torch's default (see `scalevlm.runtime.set_torch_threads`)
+    torch_threads: NonNegativeInt
     save_steps: NonNegativeInt  # checkpoint every N steps (and at the end) so a killed run resumes; 0 = none
     resume: bool  # resume from the newest complete checkpoint of an interrupted run with the same fingerprint
     keep_checkpoints: bool  # keep checkpoints after a successful run
@@ -135,7 +137,8 @@ def grpo_config(cfg: GRPOSettings, output_dir: Path, weights: list[float], world
         logging_steps=cfg.logging_steps,
         save_strategy="steps" if cfg.save_steps > 0 else "no",
         save_steps=max(cfg.save_steps, 1),
-        save_total_limit=None,  # checkpoints.CheckpointCallback keeps the newest, deleting older ones once it is complete
+        # checkpoints.CheckpointCallback keeps the newest, deleting older ones once it is complete
+        save_total_limit=None,
         report_to="none",  # DVCLive is attached as a callback of ours (no dvc.yaml edits, no git experiments)
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -192,7 +195,8 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
     cfg.validate(state.num_processes)  # before any work
     set_torch_threads(cfg.torch_threads)
     funcs, weights = reward_functions(
-        {"format": cfg.reward_weights.format, "accuracy": cfg.reward_weights.accuracy, "length": cfg.reward_weights.length},
+        {"format": cfg.reward_weights.format, "accuracy": cfg.reward_weights.accuracy,
+         "length": cfg.reward_weights.length},
         cfg.max_think_chars,
     )
     dataset = grpo_dataset(paths.root, records)

@@ -53,7 +53,8 @@ def summarise(trainer: Any, wall_s: float, n_records: int, world_size: int, resu
         "tokens_per_s": round(tokens / wall_s, 1) if wall_s > 0 else None,
         "train_loss_mean": _last(history, "train_loss"),
     }
-    for key in ("loss", "loss_think", "loss_answer", "w_think", "w_ans", "mean_token_accuracy", "think_tokens", "answer_tokens"):
+    for key in ("loss", "loss_think", "loss_answer", "w_think", "w_ans", "mean_token_accuracy", "think_tokens",
+                "answer_tokens"):
         value = _last(history, key)
         out[f"final_{key}"] = None if value is None or math.isnan(value) else round(value, 6)
     return out
@@ -73,7 +74,8 @@ def save_final(trainer: Any, processor: Any, out: Path, lora: bool) -> None:
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the settings are in provenance.json
 
 
-def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths, records: Sequence[Record]) -> tuple[dict[str, Any], list[dict]]:
+def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths,
+            records: Sequence[Record]) -> tuple[dict[str, Any], list[dict]]:
     """Train `method` on `records`; returns (summary, log history). Outputs are written on the main process."""
     import torch
     from accelerate import PartialState

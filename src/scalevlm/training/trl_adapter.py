@@ -151,5 +151,6 @@ class StrictResumeMixin:
             self.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))  # type: ignore[arg-type]
             return
         if finished:  # their states are restored inside train() only
-            log.warning("resuming the final checkpoint %s under FSDP/DeepSpeed trains one step past max_steps", checkpoint)
+            log.warning("resuming the final checkpoint %s under FSDP/DeepSpeed trains one step past max_steps",
+                        checkpoint)
         self.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)  # type: ignore[attr-defined]

@@ -1,11 +1,11 @@
 """Image checks: every image of a record present, inside the dataset folder, decodable, within size limits.
 
 Order per image (cheapest first; a bad file is never fully decoded): the path must be a plain path (no control
-characters or lone surrogates, not overlong: `records.image_path_problem`, nothing the filesystem refuses to look up), stay inside the
-dataset folder (symlinks resolved), the file must exist, its byte size must be <= `max_bytes`, its header dimensions
-within [`min_px`, `max_px`] per side (checked before decoding, so a decompression bomb is rejected unread), then
-PIL `verify()` (structure and checksums) and `load()` (full decode) must both pass with truncated images *not*
-tolerated. Results are cached per resolved path: content-addressed stores share images between records.
+characters or lone surrogates, not overlong: `records.image_path_problem`, nothing the filesystem refuses to look up),
+stay inside the dataset folder (symlinks resolved), the file must exist, its byte size must be <= `max_bytes`, its
+header dimensions within [`min_px`, `max_px`] per side (checked before decoding, so a decompression bomb is rejected
+unread), then PIL `verify()` (structure and checksums) and `load()` (full decode) must both pass with truncated images
+*not* tolerated. Results are cached per resolved path: content-addressed stores share images between records.
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ def failure_message(checks: Sequence[SampleCheck], failed: Sequence[dict[str, An
     for f in failed:
         observed = f["observed_value"] if f.get("observed_value") is not None else f.get("unexpected_count")
         observed = f"{observed:.4g}" if isinstance(observed, float) else observed
-        lines.append(f"  - {f['description']}: observed {observed}" + (f" ({f['exception']})" if f.get("exception") else ""))
+        lines.append(f"  - {f['description']}: observed {observed}"
+                     + (f" ({f['exception']})" if f.get("exception") else ""))
     counts = reason_counts(checks)
     if counts:
         ex = reason_examples(checks, 3)

@@ -1,8 +1,9 @@
 """The Great Expectations suites over per-sample derived columns, and their Data Docs.
 
-One row per input line (`derived_frame`): `id`, `id_key` (the id as compared for duplicates), `split`, `answer_type`, string status columns (`segment_check`,
-`answer_check`, `image_check`, `text_check`, `schema_check`: "ok" or the failing reasons joined by "+", so
-Data Docs tabulate reasons), integer lengths `think_len`/`answer_len`, `accepted` (bool) and `rejected` (0/1).
+One row per input line (`derived_frame`): `id`, `id_key` (the id as compared for duplicates), `split`, `answer_type`,
+string status columns (`segment_check`, `answer_check`, `image_check`, `text_check`, `schema_check`: "ok" or the failing
+reasons joined by "+", so Data Docs tabulate reasons), integer lengths `think_len`/`answer_len`, `accepted` (bool) and
+`rejected` (0/1).
 
 Two suites run on that frame with an ephemeral context, a pandas data source and one validation definition each:
 
@@ -199,15 +200,18 @@ def _context(docs_dir: Path | None) -> Any:
 def run_suites(frame: pd.DataFrame, spec: GateSpec, docs_dir: Path | None = None) -> SuiteResults:
     """Validate `frame` with both suites; when `docs_dir` is given, rebuild the Data Docs there from scratch."""
     context = _context(docs_dir)
-    batch = context.data_sources.add_pandas(NAME).add_dataframe_asset("samples").add_batch_definition_whole_dataframe("all")
+    batch = (context.data_sources.add_pandas(NAME).add_dataframe_asset("samples")
+             .add_batch_definition_whole_dataframe("all"))
     result_format = {"result_format": "SUMMARY", "unexpected_index_column_names": ["id"],
                      "partial_unexpected_count": spec.examples}
     run_id = RunIdentifier(run_name=NAME)
     results = {}
     for level, expectations in (("samples", sample_expectations(spec)), ("dataset", dataset_expectations(spec))):
         suite = context.suites.add(gx.ExpectationSuite(name=f"{NAME}.{level}", expectations=expectations))
-        definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"{NAME}.{level}", data=batch, suite=suite))
-        results[level] = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format, run_id=run_id)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{NAME}.{level}", data=batch, suite=suite))
+        results[level] = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format,
+                                        run_id=run_id)
     if docs_dir is not None:
         if docs_dir.exists():
             shutil.rmtree(docs_dir)  # rewritten completely: no pages from earlier runs

@@ -44,13 +44,15 @@ def score(item: Item, gen: Generation) -> dict[str, Any]:
         correct, raw = mcq.letter_match(pred, item.target), mcq.letter_match(gen.text, item.target)
         parsed = mcq.letter_of(pred, len(item.choices)) is not None
     else:
-        correct, raw, parsed = mcq.text_match(pred, item.target), mcq.text_match(gen.text, item.target), bool(pred and pred.strip())
+        correct, raw, parsed = (mcq.text_match(pred, item.target), mcq.text_match(gen.text, item.target),
+                                bool(pred and pred.strip()))
     return {
         "id": item.id, "group": item.group, "target": item.target,
         "choices": list(item.choices) if item.choices is not None else None,
         "completion": gen.text, "pred": pred, "correct": int(correct), "correct_raw": int(raw),
         "format_ok": int(seg.ok), "reason": seg.reason.value if seg.reason else None, "parsed": int(parsed),
-        "completion_tokens": gen.completion_tokens, "think_tokens": gen.think_tokens, "answer_tokens": gen.answer_tokens,
+        "completion_tokens": gen.completion_tokens, "think_tokens": gen.think_tokens,
+        "answer_tokens": gen.answer_tokens,
     }
 
 
@@ -72,12 +74,14 @@ def summarise(bench: Benchmark, rows: Sequence[dict[str, Any]], skipped: Sequenc
             examples[s.reason].append(f"{s.id}: {s.detail}")
     groups = sorted({r["group"] for r in rows})
     return {
-        "benchmark": bench.name, "adapter": bench.adapter, "path_or_hub_id": bench.path_or_hub_id, "config": bench.config,
+        "benchmark": bench.name, "adapter": bench.adapter, "path_or_hub_id": bench.path_or_hub_id,
+        "config": bench.config,
         "split": bench.split, "revision": bench.revision, "lmms_eval_task": lmms_task(bench),
         "n": len(rows), "rows_read": len(rows) + len(skipped), "skipped": dict(sorted(by_reason.items())),
         "skipped_examples": examples,
         "accuracy": _mean([r["correct"] for r in rows]), "accuracy_raw": _mean([r["correct_raw"] for r in rows]),
-        "format_compliance": _mean([r["format_ok"] for r in rows]), "answer_parse_rate": _mean([r["parsed"] for r in rows]),
+        "format_compliance": _mean([r["format_ok"] for r in rows]),
+        "answer_parse_rate": _mean([r["parsed"] for r in rows]),
         "missing_answer_rate": _mean([float(r["pred"] is None) for r in rows]),
         "think_tokens_mean": _mean([r["think_tokens"] for r in rows]),
         "answer_tokens_mean": _mean([r["answer_tokens"] for r in rows]),
@@ -125,7 +129,8 @@ HEADLINE = ("adapter", "path_or_hub_id", "config", "split", "n", "accuracy", "ac
             "answer_parse_rate")
 
 
-def evaluate_benchmarks(benches: Sequence[Benchmark], root: Path, model: Any, processor: Any, options: GenerationOptions,
+def evaluate_benchmarks(benches: Sequence[Benchmark], root: Path, model: Any, processor: Any,
+                        options: GenerationOptions,
                         batch_size: int, out: Path) -> dict[str, dict[str, Any]]:
     """Evaluate every benchmark and write `out/<name>/…` and `out/index.json`; returns the index."""
     index: dict[str, dict[str, Any]] = {}

@@ -64,7 +64,8 @@ def compare_benchmarks(root: Path, seed: int, n_resamples: int) -> dict[str, Any
     rng = np.random.default_rng([seed, _STREAM])
     result: dict[str, Any] = {"benchmarks": {}, "left_out": left_out}
     for name in shared:
-        preds = {arm: {row["id"]: row for _, row in read_jsonl(root / eval_report(arm) / BENCHMARKS / name / PREDICTIONS)}
+        preds = {arm: {row["id"]: row
+                       for _, row in read_jsonl(root / eval_report(arm) / BENCHMARKS / name / PREDICTIONS)}
                  for arm in ARMS}
         ids = sorted(set.intersection(*(set(p) for p in preds.values())))
         if not ids:
@@ -79,7 +80,8 @@ def compare_benchmarks(root: Path, seed: int, n_resamples: int) -> dict[str, Any
                          "format_compliance": _mean([r["format_ok"] for r in rows]),
                          "answer_parse_rate": _mean([r["parsed"] for r in rows])}
         tests = [{"a": a, "b": b, **compare_paired([float(preds[a][i]["correct"]) for i in ids],
-                                                   [float(preds[b][i]["correct"]) for i in ids], rng, n_resamples).to_dict()}
+                                                   [float(preds[b][i]["correct"]) for i in ids], rng,
+                                                   n_resamples).to_dict()}
                  for a, b in PAIRS]
         head = indexes[ARMS[0]][name]
         result["benchmarks"][name] = {**{k: head.get(k) for k in IDENTITY}, "n": len(ids), "arms": arms, "tests": tests}
@@ -108,7 +110,8 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | {arm} | {r['n']} | {_fmt(r['accuracy'])} [{_fmt(r['accuracy_low'])}, "
                          f"{_fmt(r['accuracy_high'])}] | {_fmt(r['accuracy_raw'])} | {_fmt(r['format_compliance'])} | "
                          f"{_fmt(r['answer_parse_rate'])} |")
-    lines += ["", "| benchmark | comparison | Δ accuracy [95% CI] | p (McNemar) | a-only / b-only |", "|---|---|---|---|---|"]
+    lines += ["", "| benchmark | comparison | Δ accuracy [95% CI] | p (McNemar) | a-only / b-only |",
+              "|---|---|---|---|---|"]
     for name, bench in result["benchmarks"].items():
         for t in bench["tests"]:
             lines.append(f"| {name} | {t['a']} vs {t['b']} | {_fmt(t['diff'])} [{_fmt(t['diff_low'])}, "

@@ -123,8 +123,8 @@ def load(bench: Benchmark, root: Path) -> tuple[Any, Path | None]:
         offline = local is None and os.environ.get("HF_DATASETS_OFFLINE") == "1"
         hint = f" The hub is offline (the project's default): {GO_ONLINE}, or point path_or_hub_id at a local copy." \
             if offline else ""
-        raise BenchmarkError(f"{where}: {bench.path_or_hub_id!r} (config {bench.config!r}, split {bench.split!r}) could "
-                             f"not be loaded: {type(e).__name__}: {e}.{hint}") from e
+        raise BenchmarkError(f"{where}: {bench.path_or_hub_id!r} (config {bench.config!r}, split {bench.split!r}) "
+                             f"could not be loaded: {type(e).__name__}: {e}.{hint}") from e
     return ds, base
 
 
@@ -190,15 +190,18 @@ def scienceqa_item(row: dict[str, Any], key: str, base: Path | None) -> Item:
     if image is None:
         raise AdapterError("no_image", "a text-only question (the image subset keeps only questions with an image)")
     choices = row.get("choices")
-    if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices) or len(choices) > 26:
+    if (not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices)
+            or len(choices) > 26):
         raise AdapterError("bad_choices", f"column 'choices' must hold 1-26 strings, got {choices!r}")
     answer = row.get("answer")
     if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
-        raise AdapterError("bad_answer", f"column 'answer' must be an index into the {len(choices)} choices, got {answer!r}")
+        raise AdapterError("bad_answer",
+                           f"column 'answer' must be an index into the {len(choices)} choices, got {answer!r}")
     question, hint = _text(row, "question"), _text(row, "hint", required=False)
     doc = _doc(row, ("question", "hint", "choices", "answer", "subject", "grade", "topic", "category", "skill", "task"))
     return Item(id=key, images=(image,), prompt=mcq.scienceqa_prompt(question, choices, hint or None),
-                target=mcq.option_letter(answer), choices=tuple(choices), group=str(row.get("subject") or "all"), doc=doc)
+                target=mcq.option_letter(answer), choices=tuple(choices), group=str(row.get("subject") or "all"),
+                doc=doc)
 
 
 def iconqa_item(row: dict[str, Any], key: str, base: Path | None) -> Item:
@@ -230,7 +233,8 @@ def iconqa_item(row: dict[str, Any], key: str, base: Path | None) -> Item:
         options = mcq.image_options(len(present))
     if len(options) > 26:
         raise AdapterError("bad_choices", f"{len(options)} choices; at most 26 have option letters")
-    return Item(id=key, images=tuple(images), prompt=mcq.iconqa_prompt(question, options), target=mcq.option_letter(index),
+    return Item(id=key, images=tuple(images), prompt=mcq.iconqa_prompt(question, options),
+                target=mcq.option_letter(index),
                 choices=options, group=kind, doc=doc)
 
 
