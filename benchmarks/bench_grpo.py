@@ -25,7 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.pipeline import load_profile, merge_profile  # noqa: E402
+from flows.profiles import load_profile, merge_profile  # noqa: E402
 from scalevlm.config import from_dict, load_params  # noqa: E402
 from scalevlm.core.seeds import paired_over_seeds  # noqa: E402
 from scalevlm.core.stats import mcnemar_exact  # noqa: E402
@@ -49,7 +49,8 @@ def _section(params: dict[str, Any], name: str, cls: type, **over: Any) -> Any:
 
 
 def _correct(root: Path, arm: str) -> dict[str, int]:
-    return {row["id"]: row["correct"] for _, row in read_jsonl(root / "reports" / "evaluate" / arm / "predictions.jsonl")}
+    rows = read_jsonl(root / "reports" / "evaluate" / arm / "predictions.jsonl")
+    return {row["id"]: row["correct"] for _, row in rows}
 
 
 def main() -> dict[str, Any]:
@@ -59,7 +60,8 @@ def main() -> dict[str, Any]:
     ap.add_argument("--test-samples", type=int, default=300, help="first N test records (both evaluations)")
     args = ap.parse_args()
     params = load_params(ROOT / "params.yaml")
-    merge_profile(params, load_profile(ROOT, "count"), "count")  # the first embedded task: short completions, cheap GRPO
+    # the first embedded task: short completions, cheap GRPO
+    merge_profile(params, load_profile(ROOT, "count"), "count")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         curate_dataset.run(_section(params, "curate_dataset", curate_dataset.Config), root)
@@ -89,7 +91,8 @@ def main() -> dict[str, Any]:
                 "grpo_steps": grpo["steps"], "grpo_seconds": grpo["wall_time_s"],
                 "heldout_first": held["first"]["accuracy"], "heldout_best": held["best"]["accuracy"],
                 "heldout_last": held["last"]["accuracy"], "stopped_at_plateau": held["stopped_at_plateau"],
-                "heldout_curve": [(h["step"], h["accuracy"], h.get("answer_think_consistency")) for h in held["history"]],
+                "heldout_curve": [(h["step"], h["accuracy"], h.get("answer_think_consistency"))
+                                  for h in held["history"]],
                 "kl": metrics["rewards"].get("kl"),
             })
             print(json.dumps(runs[-1]), flush=True)
@@ -97,11 +100,13 @@ def main() -> dict[str, Any]:
                 import shutil
 
                 shutil.rmtree(root / arm_dir, ignore_errors=True)
-    paired = paired_over_seeds({r["seed"]: r["grpo_accuracy"] for r in runs}, {r["seed"]: r["init_accuracy"] for r in runs})
-    grpo_defaults = {k: v for k, v in params["train_grpo"].items() if k in (
-        "max_steps", "learning_rate", "lr_scheduler", "warmup_ratio", "batch_size", "num_generations", "beta", "heldout")}
-    result = {"task": "the first embedded task (profiles/count.yaml: grid count, short thinks)", "test_samples": args.test_samples, "grpo": grpo_defaults,
-              "runs": runs, "paired_gain": paired.to_dict()}
+    paired = paired_over_seeds({r["seed"]: r["grpo_accuracy"] for r in runs},
+                               {r["seed"]: r["init_accuracy"] for r in runs})
+    shown = ("max_steps", "learning_rate", "lr_scheduler", "warmup_ratio", "batch_size", "num_generations", "beta",
+             "heldout")
+    grpo_defaults = {k: v for k, v in params["train_grpo"].items() if k in shown}
+    result = {"task": "the first embedded task (profiles/count.yaml: grid count, short thinks)",
+              "test_samples": args.test_samples, "grpo": grpo_defaults, "runs": runs, "paired_gain": paired.to_dict()}
     OUT.mkdir(parents=True, exist_ok=True)
     write_json(OUT / "grpo_weak_init.json", result)
     (OUT / "grpo_weak_init.md").write_text(report(result))
@@ -113,8 +118,10 @@ def report(result: dict[str, Any]) -> str:
     p = result["paired_gain"]
     lines = [
         "# GRPO from a weak SFT init (benchmarks/bench_grpo.py)", "",
-        f"Task: {result['task']}; {result['test_samples']} test samples; GRPO settings: `{json.dumps(result['grpo'])}`.", "",
-        "| seed | SFT steps | init accuracy | GRPO accuracy | GRPO-only / init-only | McNemar p | GRPO steps (plateau stop) | GRPO s | held-out first → best → last |",
+        f"Task: {result['task']}; {result['test_samples']} test samples; "
+        f"GRPO settings: `{json.dumps(result['grpo'])}`.", "",
+        "| seed | SFT steps | init accuracy | GRPO accuracy | GRPO-only / init-only | McNemar p | "
+        "GRPO steps (plateau stop) | GRPO s | held-out first → best → last |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
@@ -122,9 +129,9 @@ def report(result: dict[str, Any]) -> str:
                      f"{r['grpo_only']} / {r['init_only']} | {r['mcnemar_p']:.4f} | {r['grpo_steps']} "
                      f"({'yes' if r['stopped_at_plateau'] else 'no'}) | {r['grpo_seconds']:.0f} | "
                      f"{r['heldout_first']:.3f} → {r['heldout_best']:.3f} → {r['heldout_last']:.3f} |")
-    lines += ["", f"Paired gain (GRPO − init) over {p['n']} seeds: {p['mean_diff']:+.3f} [95% CI {p['low']:+.3f}, {p['high']:+.3f}], "
-              f"paired t p = {p['p_ttest']:.4f}, exact sign-flip p = {p['p_permutation']:.4f}; GRPO better on {p['wins']} seeds, "
-              f"worse on {p['losses']}."]
+    lines += ["", f"Paired gain (GRPO − init) over {p['n']} seeds: {p['mean_diff']:+.3f} "
+              f"[95% CI {p['low']:+.3f}, {p['high']:+.3f}], paired t p = {p['p_ttest']:.4f}, "
+              f"exact sign-flip p = {p['p_permutation']:.4f}; GRPO better on {p['wins']} seeds, worse on {p['losses']}."]
     return "\n".join(lines) + "\n"
 
 
