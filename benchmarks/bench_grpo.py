@@ -131,7 +131,8 @@ def report(result: dict[str, Any]) -> str:
                      f"{r['heldout_first']:.3f} → {r['heldout_best']:.3f} → {r['heldout_last']:.3f} |")
     lines += ["", f"Paired gain (GRPO − init) over {p['n']} seeds: {p['mean_diff']:+.3f} "
               f"[95% CI {p['low']:+.3f}, {p['high']:+.3f}], paired t p = {p['p_ttest']:.4f}, "
-              f"exact sign-flip p = {p['p_permutation']:.4f}; GRPO better on {p['wins']} seeds, worse on {p['losses']}."]
+              f"exact sign-flip p = {p['p_permutation']:.4f}; GRPO better on {p['wins']} seeds, "
+              f"worse on {p['losses']}."]
     return "\n".join(lines) + "\n"
 
 
