@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
 
@@ -43,7 +43,6 @@ from scalevlm.errors import PipelineError
 from scalevlm.sources.base import AdapterError
 from scalevlm.sources.hub import BUILDERS, image_from_value, local_path
 
-Adapter = Literal["scienceqa", "iconqa"]
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _BATCH = 64
 
@@ -55,7 +54,7 @@ class BenchmarkError(PipelineError, ValueError):
 @dataclass(frozen=True)
 class Benchmark(Checked):
     name: Text  # report folder and row label: lower-case letters, digits, '-', '_'
-    adapter: Adapter
+    adapter: Text  # a key of KINDS: how a row of the published layout becomes an Item
     path_or_hub_id: Text  # hub id, or a local folder / data file in the dataset's published layout
     config: Text | None  # hub config (lmms-lab/ScienceQA: ScienceQA-IMG); null = the dataset's only/default one
     split: Text
@@ -65,6 +64,8 @@ class Benchmark(Checked):
     def check(self) -> Problems:
         if not _NAME.fullmatch(self.name):
             yield "name", f"{self.name!r} must be lower-case letters, digits, '-' or '_' (it names a report folder)"
+        if self.adapter not in KINDS:
+            yield "adapter", f"{self.adapter!r} is not one of {sorted(KINDS)}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class Skipped:
 
 def lmms_task(bench: Benchmark) -> str:
     """lmms-eval's name of the task this benchmark corresponds to (names the samples file)."""
-    return "scienceqa_img" if bench.adapter == "scienceqa" else f"iconqa_{bench.split}"
+    return KINDS[bench.adapter].lmms_task.format(split=bench.split)
 
 
 # Loading ---------------------------------------------------------------------------------------------------------
@@ -128,17 +129,13 @@ def load(bench: Benchmark, root: Path) -> tuple[Any, Path | None]:
     return ds, base
 
 
-COLUMNS = {"scienceqa": ("image", "question", "choices", "answer"),
-           "iconqa": ("question", "choices", "answer", "query_image", "ques_type")}
-
-
 def open_checked(bench: Benchmark, root: Path) -> tuple[Any, Path | None]:
     """`load`, then BenchmarkError unless the split has the columns its adapter reads."""
     ds, base = load(bench, root)
-    absent = [c for c in COLUMNS[bench.adapter] if c not in ds.column_names]
+    absent = [c for c in KINDS[bench.adapter].columns if c not in ds.column_names]
     if absent:
         raise BenchmarkError(f"evaluate.benchmarks[{bench.name}]: adapter {bench.adapter!r} reads columns "
-                             f"{list(COLUMNS[bench.adapter])}; {bench.path_or_hub_id!r} lacks {absent} "
+                             f"{list(KINDS[bench.adapter].columns)}; {bench.path_or_hub_id!r} lacks {absent} "
                              f"(its columns: {ds.column_names})")
     return ds, base
 
@@ -148,7 +145,7 @@ def read(bench: Benchmark, root: Path) -> Iterator[Item | Skipped]:
     ds, base = open_checked(bench, root)
     n = len(ds) if bench.limit is None else min(bench.limit, len(ds))
     arrow = ds.with_format("arrow")  # raw values: an undecodable image is a Skipped, not a crash
-    adapt = ADAPTERS[bench.adapter]
+    adapt = KINDS[bench.adapter].item
     for start in range(0, n, _BATCH):
         for offset, row in enumerate(arrow[start : min(start + _BATCH, n)].to_pylist()):
             index = start + offset
@@ -238,4 +235,17 @@ def iconqa_item(row: dict[str, Any], key: str, base: Path | None) -> Item:
                 choices=options, group=kind, doc=doc)
 
 
-ADAPTERS = {"scienceqa": scienceqa_item, "iconqa": iconqa_item}
+@dataclass(frozen=True)
+class Kind:
+    """Everything one published benchmark layout needs: its required columns, the lmms-eval task it matches
+    (`{split}` filled in), and how one row becomes an Item. A new benchmark is one entry of KINDS."""
+
+    columns: tuple[str, ...]
+    lmms_task: str
+    item: Callable[[dict[str, Any], str, Path | None], Item]
+
+
+KINDS: dict[str, Kind] = {
+    "scienceqa": Kind(("image", "question", "choices", "answer"), "scienceqa_img", scienceqa_item),
+    "iconqa": Kind(("question", "choices", "answer", "query_image", "ques_type"), "iconqa_{split}", iconqa_item),
+}
