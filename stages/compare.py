@@ -177,8 +177,8 @@ def study_verdicts(root: Path, name: str | None) -> str | None:
                                 f"a sweep named {name!r}, or set compare.study to null")
     result = json.loads((root / path).read_text(encoding="utf-8"))
     if not result.get("claims"):
-        raise MissingInputError(f"compare.study: {path} has no claim verdicts (a four-arm study over seeds has them; "
-                                "an ablation of one arm does not); name a four-arm study or set compare.study to null")
+        raise MissingInputError(f"compare.study: {path} has no claim verdicts (a study of both SFT arms over seeds has "
+                                "them; an ablation of one arm does not); name such a study or set compare.study to null")
     return claims_markdown(result).replace("## The paper's claims at seed level",
                                            f"## The paper's claims at seed level (`{path.parent}/`, not this run)", 1)
 
@@ -238,7 +238,7 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
         (staging / "table.md").write_text(markdown_table(table, tests, ratio) + benchmark_markdown(bench),
                                           encoding="utf-8")
         (staging / "README.md").write_text(readme(table, tests, claim_text, metrics, times, ratio, cfg.alpha, chance,
-                                                  facts, grpo, seed_level)
+                                                  facts, grpo, seed_level, cfg.study)
                                            + benchmark_markdown(bench), encoding="utf-8")
     log.info("compared %d arms on %d samples; plots %s", len(ARMS), len(ids), plots)
     return {"n": len(ids), "accuracy": {a: table[a]["accuracy"] for a in ARMS}, "time_ratio": ratio}

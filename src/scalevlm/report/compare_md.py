@@ -155,14 +155,15 @@ def _task(run: RunFacts) -> str:
     return f"test samples from {', '.join(sorted(run.test_sources)) or 'no named source'}"
 
 
-def caveats(run: RunFacts) -> list[str]:
-    """The "How far to trust this" bullets: the seeds behind each arm, then what model and data the numbers are on."""
+def caveats(run: RunFacts, study: str | None = None) -> list[str]:
+    """The "How far to trust this" bullets: the seeds behind each arm, then what model and data the numbers are on;
+    `study`: the committed study of this testbed (`compare.study`), named when given."""
     if run.tiny and run.embedded_task:  # the multi-seed studies measured the seed spread for these tasks
         seeds = ("One training seed per arm, so the CIs above cover test-sample noise only, not training noise; on the "
                  "embedded tasks the spread between seeds has been as large as the gaps between methods (the first "
                  "task's SCALe-SFT: 0.571 to 0.974 over five seeds, `reports/study/study/`). A claim about SCALe needs "
-                 "several seeds: see the multi-seed studies in `reports/study/` (this testbed: "
-                 "`reports/study/r1grid-v2/`).")
+                 "several seeds: see the multi-seed studies in `reports/study/`"
+                 + (f" (this testbed: `reports/study/{study}/`)." if study else "."))
     else:
         seeds = ("One training seed per arm, so the CIs above cover test-sample noise only, not training noise. The "
                  "spread between seeds was measured for the tiny model on the embedded task only (`reports/study/`, "
@@ -206,9 +207,10 @@ def grpo_line(grpo: Mapping[str, Mapping[str, Any]] | None) -> str:
 
 def readme(table: Table, tests: Tests, claim_text: Sequence[str], metrics: Mapping[str, Mapping[str, Any]],
            times: Mapping[str, float | None], ratio: float | None, alpha: float, chance: float | None,
-           run: RunFacts, grpo: Mapping[str, Mapping[str, Any]] | None = None, seed_level: str | None = None) -> str:
-    """The compare README; `seed_level`: a committed multi-seed study's claim verdicts (markdown), quoted after this
-    run's."""
+           run: RunFacts, grpo: Mapping[str, Mapping[str, Any]] | None = None, seed_level: str | None = None,
+           study: str | None = None) -> str:
+    """The compare README; `seed_level`: the claim verdicts (markdown) of the committed multi-seed study `study`,
+    quoted after this run's."""
     best = max(table, key=lambda arm: table[arm]["accuracy"])
     n = next(iter(table.values()))["n"]
     grpo_cost = [f"{m}: {_fmt(times.get(f'grpo-only-{m}'), 1)} s" for m in INITS]  # compare.training_times
@@ -249,7 +251,7 @@ def readme(table: Table, tests: Tests, claim_text: Sequence[str], metrics: Mappi
         f"GRPO on top: {', '.join(grpo_cost)}.",
         *([grpo_line(grpo)] if grpo_line(grpo) else []),
         f"- SCALe-SFT time / (vanilla SFT + GRPO time) = {_fmt(ratio, 2)} (the paper reports about 1/7; {why_ratio}).",
-        "", "## How far to trust this", "", *[f"- {c}" for c in caveats(run)],
+        "", "## How far to trust this", "", *[f"- {c}" for c in caveats(run, study)],
         "", "Plots: `plots/accuracy_by_arm.png`, `plots/think_length.png`, `plots/scale_schedule.png`.", "",
     ]
     return "\n".join(lines)
