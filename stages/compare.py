@@ -178,7 +178,8 @@ def study_verdicts(root: Path, name: str | None) -> str | None:
     result = json.loads((root / path).read_text(encoding="utf-8"))
     if not result.get("claims"):
         raise MissingInputError(f"compare.study: {path} has no claim verdicts (a study of both SFT arms over seeds has "
-                                "them; an ablation of one arm does not); name such a study or set compare.study to null")
+                                "them; an ablation of one arm does not); name such a study or set compare.study to "
+                                "null")
     return claims_markdown(result).replace("## The paper's claims at seed level",
                                            f"## The paper's claims at seed level (`{path.parent}/`, not this run)", 1)
 
