@@ -192,3 +192,17 @@ def test_sweep_spec_with_unknown_keys_is_rejected(tmp_path) -> None:
                                      "job: 1\n")
     with pytest.raises(ValueError, match=r"missing keys \['jobs'\], unknown keys \['job'\]"):
         load_spec(tmp_path / "s.yaml")
+
+
+def test_experiments_still_queued_running_or_failed_are_not_results() -> None:
+    """`dvc exp show` lists an unfinished experiment with the workspace's metrics: the report must not count them."""
+    from scalevlm.study import experiment_rows
+
+    def exp(name: str, state: str | None) -> dict:
+        revs = {"revs": [{"rev": name, "name": name, "data": {"params": {}, "metrics": {}}}]}
+        return {**revs, "executor": {"state": state}} if state else revs
+
+    shown = [{"rev": "base", "data": {}, "experiments": [exp("g-0-s0", None), exp("g-0-s1", "success"),
+                                                         exp("g-0-s2", "running"), exp("g-0-s3", "queued"),
+                                                         exp("g-0-s4", "failed")]}]
+    assert [r["name"] for r in experiment_rows(shown, "g")] == ["g-0-s0", "g-0-s1"]

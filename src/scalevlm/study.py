@@ -52,6 +52,8 @@ def _walk(shown: Any) -> Iterator[dict[str, Any]]:
         for item in shown:
             yield from _walk(item)
     elif isinstance(shown, dict):
+        if (shown.get("executor") or {}).get("state", "success") != "success":
+            return  # queued, running or failed: its metrics are the workspace's, not the experiment's
         if "data" in shown and isinstance(shown["data"], dict) and "name" in shown:
             yield shown
         for key in ("experiments", "revs"):
