@@ -44,12 +44,13 @@ deps: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_curate.py
 
-# The r1grid four-arm study (5 seeds) and the SCALe ablation as queued DVC experiments (Prefect flow
-# `scalevlm-sweep`), about 100 minutes on 2 cores, one experiment at a time (study 43 min). Reports land in reports/study/<name>/.
+# The r1grid SFT study (5 seeds that vary data, base and training) and the SCALe tag sweep as queued DVC experiments
+# (Prefect flow `scalevlm-sweep`), one experiment at a time on both cores: about 65 + 25 minutes on an idle machine.
+# sweeps/ablation.yaml and sweeps/budget.yaml run the same way. Reports land in reports/study/<name>/.
 # The first task's sweeps (sweeps/count_*.yaml) need profiles/count.yaml applied first.
 study: $(STAMP)
 	$(BIN)/python -m flows.sweep sweeps/study.yaml
-	$(BIN)/python -m flows.sweep sweeps/ablation.yaml
+	$(BIN)/python -m flows.sweep sweeps/leakage.yaml
 
 clean-venv:
 	rm -rf $(VENV)
