@@ -206,3 +206,14 @@ def test_experiments_still_queued_running_or_failed_are_not_results() -> None:
                                                          exp("g-0-s2", "running"), exp("g-0-s3", "queued"),
                                                          exp("g-0-s4", "failed")]}]
     assert [r["name"] for r in experiment_rows(shown, "g")] == ["g-0-s0", "g-0-s1"]
+
+
+def test_time_ratios_need_the_grpo_arm_in_the_sweep() -> None:
+    """An SFT-only sweep carries the workspace's GRPO report: no time ratio from it."""
+    from scalevlm.study import time_ratios
+
+    walls = {"train_sft/scale": 100.0, "train_sft/vanilla": 100.0, "train_grpo/vanilla": 100.0}
+    rows = [{"params": {"train_sft.seed": 0}, "train_wall_s": walls}]
+    spec = {"seed_params": ["train_sft.seed"], "targets": []}
+    assert time_ratios(spec, rows) == {0: 0.5}
+    assert time_ratios({**spec, "targets": ["evaluate@sft-vanilla", "evaluate@sft-scale"]}, rows) == {}

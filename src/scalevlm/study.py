@@ -119,10 +119,12 @@ def aggregate(spec: dict[str, Any], rows: list[dict[str, Any]], metric: str = "a
 
 
 def time_ratios(spec: dict[str, Any], rows: list[dict[str, Any]]) -> dict[int, float]:
-    """Per seed: SCALe-SFT wall time / (vanilla SFT + GRPO-from-vanilla wall time), where an experiment has all
-    three."""
+    """Per seed: SCALe-SFT wall time / (vanilla SFT + GRPO-from-vanilla wall time), where an experiment ran all
+    three (an experiment that did not reproduce GRPO carries the workspace's GRPO report: not its time)."""
     seed_key = spec["seed_params"][0]
-    out = {}
+    out: dict[int, float] = {}
+    if not set(TIME_RATIO) <= set(arms_in_scope(spec)):
+        return out
     for row in rows:
         t = row.get("train_wall_s", {})
         (_, scale), (_, vanilla) = (arm_parts(a) for a in TIME_RATIO)  # sft-scale, and grpo-vanilla = its SFT + GRPO
