@@ -35,8 +35,8 @@ import torch  # noqa: E402
 
 from scalevlm.config import load_config  # noqa: E402
 from scalevlm.runtime import write_json  # noqa: E402
-from scalevlm.training.config import SFTSettings, sft_config  # noqa: E402
 from scalevlm.training.data import sft_dataset  # noqa: E402
+from scalevlm.training.sft import SFTSettings, sft_config  # noqa: E402
 from scalevlm.validation import read_split  # noqa: E402
 from stages.prepare_model import Config as PrepareConfig  # noqa: E402
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 
 from scalevlm.claims import Interval, verdicts
-from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems, Range
+from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems, Range, config_dataclass
 from scalevlm.core.comparison import arm_table, majority_accuracy, paired_tests, shared_ids
 from scalevlm.errors import MissingInputError
 from scalevlm.evaluation.benchmarks.report import compare_benchmarks
@@ -63,7 +62,7 @@ NAME = "compare"
 log = logging.getLogger(NAME)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class Config(Checked):
     n_resamples: PositiveInt
     seed: NonNegativeInt

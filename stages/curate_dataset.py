@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from scalevlm.config import Checked, Fraction, Problems
+from scalevlm.config import Checked, Fraction, Problems, config_dataclass
 from scalevlm.core.answers import ANSWER_TYPES, gold_answer_problem
 from scalevlm.core.splits import assign_split
 from scalevlm.facts import CURATED, report_dir
@@ -55,7 +55,7 @@ OUT_REPORT = report_dir(NAME)
 log = logging.getLogger(NAME)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class SourcesConfig(Checked):
     synthetic: GridConfig
     r1grid: ReasoningGridConfig
@@ -68,7 +68,7 @@ class SourcesConfig(Checked):
             yield "", f"no source is enabled: set enabled: true under one of {[f.name for f in fields(self)]}"
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class Config(Checked):
     val_fraction: Fraction
     test_fraction: Fraction

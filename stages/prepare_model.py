@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
-from scalevlm.config import Checked, PositiveInt, Problems, Range, Text
+from scalevlm.config import Checked, PositiveInt, Problems, Range, Text, config_dataclass
 from scalevlm.errors import MissingInputError, PipelineError
 from scalevlm.facts import BASE_MODEL, CURATED, CURATED_IMAGES, METRICS, TINY_MODEL, report_dir
 from scalevlm.guard import atomic_dir
@@ -47,7 +47,7 @@ TINY = TINY_MODEL
 log = logging.getLogger(NAME)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class Config(Checked):
     name_or_path: Text  # "tiny", a hub id, or a local folder
     trust_remote_code: bool

@@ -23,11 +23,10 @@ import logging
 import re
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from scalevlm.config import Checked, ConfigError, Problems, Range, load_config
+from scalevlm.config import Checked, ConfigError, Problems, Range, config_dataclass, load_config
 from scalevlm.core.promotion import ArmResult, Rules, decide
 from scalevlm.errors import MissingInputError
 from scalevlm.facts import (
@@ -57,7 +56,7 @@ REGISTRY_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 TRACKABLE = ("accuracy", "format_compliance", "answer_parse_rate")  # higher-is-better metrics evaluate writes
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class Config(Checked):
     candidate: Arm | Literal["best_passing"]  # the arm whose model is registered, or the rule that picks it
     artifact: str  # registry artifact name, declared under `artifacts:` in dvc.yaml

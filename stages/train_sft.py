@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from scalevlm.errors import MissingInputError
-from scalevlm.facts import BASE_MODEL, DVCLIVE, LOG_HISTORY, METHODS, METRICS, model_dir, report_dir
+from scalevlm.facts import BASE_MODEL, DVCLIVE, LOG_HISTORY, METHODS, METRICS, SCALE, model_dir, report_dir
 from scalevlm.provenance import write_provenance
 from scalevlm.runtime import matrix_main, write_json
-from scalevlm.training.config import SFTSettings
-from scalevlm.training.sft import SFTPaths, run_sft
+from scalevlm.training.sft import SFTPaths, SFTSettings, run_sft
 from scalevlm.validation import read_split
 
 NAME = "train_sft"
@@ -34,7 +33,7 @@ log = logging.getLogger(NAME)
 Config = SFTSettings  # params.yaml[train_sft]; defined in the library so the benchmark and tests share it
 
 
-def run(cfg: Config, root: Path, method: str = "scale") -> dict[str, Any]:
+def run(cfg: Config, root: Path, method: str = SCALE) -> dict[str, Any]:
     if method not in METHODS:
         raise ValueError(f"--method {method!r} is not one of {list(METHODS)}")
     base = root / BASE_MODEL

@@ -42,6 +42,7 @@ from scalevlm.config import (
     Probability,
     Problems,
     Text,
+    config_dataclass,
     load_config,
 )
 from scalevlm.core.splits import SPLITS
@@ -74,7 +75,7 @@ class ValidationFailed(RuntimeError):
     """The dataset-level gate failed; the message names the failed expectations and the top reasons."""
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class SplitSizes(Checked):
     train: NonNegativeInt
     val: NonNegativeInt
@@ -84,7 +85,7 @@ class SplitSizes(Checked):
 AnswerType = Literal["integer", "number", "choice", "text"]  # = scalevlm.records.ANSWER_TYPES (a test keeps them equal)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class Config(Checked):
     max_reject_rate: Probability
     min_split_size: SplitSizes

@@ -19,6 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from pydantic import ValidationError
 
 from scalevlm.config import ConfigError, load_config
 from scalevlm.records import read_jsonl, read_records
@@ -152,8 +153,9 @@ def test_local_ids_differing_only_in_case_are_duplicates(tmp_path: Path) -> None
 def test_local_negative_limit_is_refused_not_read_as_nothing(tmp_path: Path, limit: int) -> None:
     png(tmp_path / "data/local/a.png")
     write_lines(tmp_path / "data/local/set.jsonl", [PLAIN])
-    with pytest.raises((SourceError, ConfigError), match="limit"):  # the config loader or the source refuses it
-        spec = LocalFile("data/local/set.jsonl", "auto", limit)
+    # the config (built by the loader or by hand, pydantic's ValidationError) or the source refuses it
+    with pytest.raises((SourceError, ConfigError, ValidationError), match="limit"):
+        spec = LocalFile(path="data/local/set.jsonl", format="auto", limit=limit)
         list(local_source(LocalConfig(True, (spec,)), SourceContext(lambda key: "train", tmp_path)))
 
 

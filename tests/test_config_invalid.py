@@ -343,7 +343,7 @@ def test_all_reward_weights_zero_is_refused() -> None:
 def test_run_time_rule_exits_2_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A rule that needs the process count is checked at run start, and comes out as a params error too."""
     from scalevlm.runtime import stage_main
-    from scalevlm.training.config import SFTSettings
+    from scalevlm.training.sft import SFTSettings
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     argv = ["--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path)]

@@ -166,7 +166,7 @@ def test_lora_default_targets_only_the_language_model(project: tuple[Path, dict[
 
     from scalevlm.config import load_config
     from scalevlm.modeling import load_model_and_processor
-    from scalevlm.training.config import lora_config
+    from scalevlm.training.sft import lora_config
     from stages import train_sft
 
     _, hub = project

@@ -70,11 +70,11 @@ def test_a_stage_refuses_to_run_while_another_process_owns_its_outputs(tmp_path:
 
 STAGE = textwrap.dedent("""
     import os, subprocess, sys, time
-    from dataclasses import dataclass
     from pathlib import Path
+    from scalevlm.config import config_dataclass
     from scalevlm.runtime import stage_main
 
-    @dataclass(frozen=True)
+    @config_dataclass
     class Config:
         seconds: float
 

@@ -19,8 +19,9 @@ from transformers import PreTrainedTokenizerFast
 from scalevlm.core.scale_loss import ANSWER, TAG, THINK, scale_loss, shifted_token_ce
 from scalevlm.labels import PieceDecoder, batch_segment_labels, sequence_segment_labels
 from scalevlm.modeling import train_tokenizer
-from scalevlm.training.config import LoraSettings, ScaleSettings, SFTSettings, sft_config
+from scalevlm.training.config import ScaleSettings
 from scalevlm.training.data import sft_dataset
+from scalevlm.training.sft import LoraSettings, SFTSettings, sft_config
 from scalevlm.validation import read_split
 from stages import train_sft
 
@@ -196,7 +197,7 @@ def test_token_mean_tags_trainer_loss_is_the_pure_loss_with_structural_tokens(pr
     plain = batch_segment_labels(batch["labels"], PieceDecoder(scale.processing_class.tokenizer))
     assert abs(scale_loss(ce, plain[:, 1:], *scale.current_weights())[0].item() - got.item()) > 1e-4
     vanilla, _ = _trainer(project, "vanilla", tmp_path, tags="token_mean")
-    assert vanilla.tags == "segment"
+    assert vanilla.weighting.tags == "segment"
 
 
 def test_evaluation_logs_segment_losses_of_the_pure_loss(project: Path, tmp_path: Path) -> None:

@@ -1,70 +1,68 @@
-"""One strict loader from a `params.yaml` section to a frozen dataclass, and the one way configs declare their rules.
+"""The params loader: a `params.yaml` section validated by pydantic v2 into a frozen config dataclass.
 
-Unknown and missing keys are rejected with a message naming them; nested dataclasses and tuples of them are built
-recursively; scalar types are checked (int accepted where float is declared; NaN and infinities never are), and
-`Literal` fields accept only their listed values.
+Configs are pydantic dataclasses declared with `@config_dataclass` (strict types, unknown keys forbidden, NaN and
+infinities refused, frozen): bounds are `Annotated[int, Range(ge=1)]` (or an alias such as `PositiveInt`), non-empty
+text and lists `Annotated[str, NonEmpty()]`, and cross-field rules a `check()` method that a model validator runs
+once every field is valid. Rules hold however a config is built (the loader, `dataclasses.replace`, a test).
 
-Rules beyond the type live on the config dataclass itself, so they hold however it is built (the loader,
-`dataclasses.replace`, a test): the dataclass derives from `Checked`, bounds each number with
-`Annotated[int, Range(ge=1)]` (or an alias such as `PositiveInt`), and states cross-field rules in `check()`.
-A violation raises `FieldError`; the loader turns it into a `ConfigError` naming the full dotted key
-(`train_sft.scale.w_start: must be in [0, 1], got 1.5`). A stage's `main` prints that and exits 2.
+This module is the glue: it reads the YAML, validates it as JSON (strict JSON accepts lists for tuples and mappings
+for nested configs, which strict Python input would not) and turns pydantic's errors into one `ConfigError` naming
+every full dotted key (`train_sft.scale.w_start: must be <= 1, got 1.5`). A stage's `main` prints that and exits 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import types
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import annotated_types
+import pydantic
 import yaml
+from pydantic_core import PydanticCustomError
 
 from scalevlm.errors import PipelineError
 
 T = TypeVar("T")
+Problems = Iterator[tuple[str, str]]
+CONFIG = pydantic.ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
 class ConfigError(PipelineError, ValueError):
     """A params section does not match its stage's Config."""
 
 
-class FieldError(ConfigError):
-    """Rule violations of one config dataclass, each as (key relative to it, problem); the loader adds the path."""
-
-    def __init__(self, problems: Iterable[tuple[str, str]]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(f"{key}: {problem}" if key else problem for key, problem in self.problems))
+def config_dataclass(cls: type[T]) -> type[T]:
+    """Declare a config: a frozen pydantic dataclass under the strict rules of `CONFIG`."""
+    return pydantic.dataclasses.dataclass(frozen=True, config=CONFIG)(cls)
 
 
 # Declared rules ---------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
-class Range:
-    """Bounds of a number field: `Annotated[float, Range(ge=0, lt=1)]`. The value must also be finite."""
-
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
+class Range(annotated_types.Interval):
+    """Bounds of a number field, `Annotated[float, Range(ge=0, lt=1)]`, enforced by pydantic; `problem()` checks a
+    value by hand for the few rules that live in a `check()` (a pure core type's fields)."""
 
     def problem(self, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"expected a number, got {type(value).__name__}: {value!r}"
         if not math.isfinite(value):
             return f"expected a finite number, got {value!r}"
-        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
-              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)  # type: ignore[operator]
+              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))  # type: ignore[operator]
         return None if ok else f"must be {self}, got {value!r}"
 
     def __str__(self) -> str:
-        low = f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None
-        high = f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})" if self.lt is not None else None
+        low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
+        high = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None
         if low and high:
             return f"in {low}, {high}"
         if low:
@@ -72,17 +70,17 @@ class Range:
         return f"{'<=' if self.le is not None else '<'} {high[:-1]}" if high else "a number"
 
 
-def _num(x: float) -> str:
-    return f"{x:g}"
+def _non_empty(value: Any) -> Any:
+    if (not value.strip()) if isinstance(value, str) else len(value) == 0:
+        raise ValueError("must not be empty")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
-class NonEmpty:
+class NonEmpty(pydantic.AfterValidator):
     """A string with non-whitespace text, or a list with at least one item: `Annotated[str, NonEmpty()]`."""
 
-    def problem(self, value: Any) -> str | None:
-        empty = not value.strip() if isinstance(value, str) else len(value) == 0
-        return "must not be empty" if empty else None
+    func: Any = _non_empty
 
 
 PositiveInt = Annotated[int, Range(ge=1)]
@@ -93,46 +91,25 @@ Probability = Annotated[float, Range(ge=0, le=1)]  # probabilities, rates, weigh
 Fraction = Annotated[float, Range(ge=0, lt=1)]  # a share of something that must leave the rest non-empty
 Text = Annotated[str, NonEmpty()]
 
-Problems = Iterator[tuple[str, str]]
 
-
+@config_dataclass
 class Checked:
-    """Base of config dataclasses: construction checks the `Annotated` rules of every field, then `check()`."""
+    """Base of configs with cross-field rules: `check()` runs after every field passed its own rules."""
 
-    def __post_init__(self) -> None:
-        problems = [p for f in dataclasses.fields(self) for p in _rule_problems(_hints(type(self))[f.name],  # type: ignore[arg-type]
-                                                                                 getattr(self, f.name), f.name)]
-        if not problems:  # cross-field rules may assume every field is in range (no division by zero)
-            problems = list(self.check())
+    @pydantic.model_validator(mode="after")
+    def _cross_field_rules(self) -> Checked:
+        problems = list(self.check())
         if problems:
-            raise FieldError(problems)
+            raise PydanticCustomError("config_rule", "{text}", {"problems": problems, "text": _join(problems)})
+        return self
 
     def check(self) -> Problems:
         """Cross-field rules: yield (key relative to this dataclass, problem) for each violation ("" = the whole)."""
         return iter(())
 
 
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls, include_extras=True)
-
-
-def _rule_problems(tp: Any, value: Any, key: str) -> Problems:
-    """Violations of the `Annotated` rules found in `tp` (also inside `X | None` and tuples) by `value`."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Annotated:
-        yield from _rule_problems(args[0], value, key)
-        for rule in tp.__metadata__:
-            if isinstance(rule, Range | NonEmpty) and (problem := rule.problem(value)):
-                yield key, problem
-                return
-    elif origin in (typing.Union, types.UnionType):
-        if value is not None:
-            arms = [a for a in args if a is not type(None)]
-            yield from _rule_problems(arms[0], value, key) if len(arms) == 1 else ()
-    elif origin in (tuple, list) and isinstance(value, tuple | list) and args:
-        for i, item in enumerate(value):
-            yield from _rule_problems(args[0], item, f"{key}[{i}]")
+def _join(problems: list[tuple[str, str]], where: str = "") -> str:
+    return "; ".join(f"{_key(where, key)}: {problem}" if where or key else problem for key, problem in problems)
 
 
 # Loading ----------------------------------------------------------------------------------------------------------
@@ -162,81 +139,137 @@ def load_config(cls: type[T], params: dict[str, Any] | str | Path, section: str)
 
 
 def from_dict(cls: type[T], data: Any, where: str) -> T:
+    """Validate plain data (as YAML gives it) into `cls`; every problem is named by its dotted key under `where`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}: {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(fields), key=str)
-    required = {n for n, f in fields.items() if f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING}
-    missing = sorted(required - set(data))
-    if unknown or missing:
-        parts = []
-        if unknown:
-            parts.append(f"unknown keys {unknown}")
-        if missing:
-            parts.append(f"missing keys {missing}")
-        raise ConfigError(f"{where}: {' and '.join(parts)}; expected keys: {sorted(fields)}")
-    kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    _check_keys_are_text(data, where)
     try:
-        return cls(**kwargs)
-    except FieldError as e:
-        raise ConfigError("; ".join(f"{where}.{key}: {problem}" if key else f"{where}: {problem}"
-                                    for key, problem in e.problems)) from None
-    except (ValueError, TypeError) as e:  # a dataclass outside the `Checked` convention still names its section
-        raise ConfigError(f"{where}: {e}") from None
+        return _adapter(cls).validate_json(json.dumps(data, default=_unsupported))
+    except pydantic.ValidationError as e:
+        raise ConfigError(_describe(cls, e, where)) from None
 
 
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        if len(errors) == 1:  # `X | None`: X's own message, with null named as the other choice
-            raise ConfigError(errors[0].replace(": expected ", ": expected null or ", 1) if type(None) in args
-                              else errors[0])
-        raise ConfigError(f"{where}: {value!r} matches none of {args}: {errors}")
-    if origin is typing.Literal:
-        if value not in args or isinstance(value, bool) != any(isinstance(a, bool) for a in args):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
-        return value
-    if origin in (tuple, list):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}: {value!r}")
-        item = args[0] if args else Any
-        return tuple(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}: {value!r}")
-        key_tp, value_tp = args or (Any, Any)
-        return {_coerce(key_tp, k, f"{where} key {k!r}"): _coerce(value_tp, v, f"{where}.{k}")
-                for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp in (int, float, str, bool):
-        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__}: "
-                              f"{value!r}{_hint(tp, value)}")
-        return value
-    raise ConfigError(f"{where}: unsupported config type {tp!r}")
+@functools.cache
+def _adapter(cls: type) -> pydantic.TypeAdapter:
+    if not pydantic.dataclasses.is_pydantic_dataclass(cls):
+        raise TypeError(f"{cls.__name__} is not a config: declare it with @config_dataclass")
+    return pydantic.TypeAdapter(cls)
 
 
-def _hint(tp: Any, value: Any) -> str:
+def _check_keys_are_text(data: Any, where: str) -> None:
+    """JSON would turn a YAML mapping key `3` into "3"; the strict rule is that keys are text."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{where} key {key!r}: expected text, got {type(key).__name__}")
+            _check_keys_are_text(value, f"{where}.{key}")
+    elif isinstance(data, list | tuple):
+        for i, item in enumerate(data):
+            _check_keys_are_text(item, f"{where}[{i}]")
+
+
+def _unsupported(value: Any) -> Any:
+    raise TypeError(f"unsupported value {value!r} ({type(value).__name__})")
+
+
+# pydantic's error types as this project words them; `{got}` is ", got <type>: <value>"
+_EXPECTED = {"int_type": "expected int", "int_from_float": "expected int", "float_type": "expected float",
+             "bool_type": "expected bool", "string_type": "expected str", "tuple_type": "expected a list",
+             "list_type": "expected a list", "dict_type": "expected a mapping", "dataclass_type": "expected a mapping",
+             "finite_number": "expected a finite number"}
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+
+
+def _describe(cls: type, error: pydantic.ValidationError, where: str) -> str:
+    """One line per problem, `<dotted key>: <why>`; unknown and missing keys are grouped per mapping."""
+    lines: list[str] = []
+    unknown: dict[str, list[str]] = {}
+    missing: dict[str, list[str]] = {}
+    choices: dict[str, tuple[Any, list[str]]] = {}  # a union of Literals fails once per arm: one line for all
+    for e in error.errors(include_url=False):
+        path, parent, key = _path(e["loc"], where), _path(e["loc"][:-1], where), str(e["loc"][-1]) if e["loc"] else ""
+        kind, got = e["type"], e.get("input")
+        if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+            unknown.setdefault(parent, []).append(key)
+        elif kind in ("missing", "missing_keyword_argument"):
+            missing.setdefault(parent, []).append(key)
+        elif kind == "literal_error":
+            choices.setdefault(path, (got, []))[1].append(e["ctx"]["expected"].replace(" or ", ", "))
+        elif kind == "config_rule":
+            lines.append(_join(e["ctx"]["problems"], path))
+        else:
+            optional = type(None) in typing.get_args(_type_at(cls, path, where))
+            lines.append(f"{path}: {_why(kind, e, got, optional)}")
+    lines += [f"{path}: {got!r} is not one of [{', '.join(expected)}]" for path, (got, expected) in choices.items()]
+    for parent in sorted(set(unknown) | set(missing)):
+        parts = [f"unknown keys {sorted(unknown[parent])}"] if parent in unknown else []
+        parts += [f"missing keys {sorted(missing[parent])}"] if parent in missing else []
+        lines.append(f"{parent}: {' and '.join(parts)}; expected keys: {_fields_at(cls, parent, where)}")
+    return "; ".join(lines)
+
+
+def _why(kind: str, e: Any, got: Any, optional: bool) -> str:
+    if kind in _BOUNDS:
+        bound = next(iter(e["ctx"].values()))
+        return f"must be {_BOUNDS[kind]} {bound:g}, got {got!r}"
+    if kind == "value_error":
+        return str(e["ctx"]["error"])
+    if kind == "finite_number":
+        return f"expected a finite number, got {got!r}"
+    if kind in _EXPECTED:
+        expected = _EXPECTED[kind].replace("expected ", "expected null or ", 1) if optional else _EXPECTED[kind]
+        return f"{expected}, got {type(got).__name__}: {got!r}{_hint(kind, got)}"
+    return f"{e['msg']}, got {got!r}"
+
+
+def _path(loc: tuple[Any, ...], where: str) -> str:
+    out = where
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" not in str(part) and "-" not in str(part):  # skip the branch tags of unions (`literal['a']`)
+            out = _key(out, str(part))
+    return out
+
+
+def _key(where: str, key: str) -> str:
+    return f"{where}.{key}" if where and key else where or key
+
+
+def _fields_at(cls: type, parent: str, where: str) -> list[str]:
+    """The field names of the config dataclass found at dotted key `parent` (for "expected keys")."""
+    tp = _unwrap(_type_at(cls, parent, where))
+    return sorted(f.name for f in dataclasses.fields(tp)) if dataclasses.is_dataclass(tp) else []
+
+
+def _type_at(cls: type, path: str, where: str) -> Any:
+    """The declared type at dotted key `path` (`where.a.b[0].c`) of config dataclass `cls`; Any where unknown."""
+    tp: Any = cls
+    for part in path[len(where):].replace("[", ".[").split("."):
+        if not part:
+            continue
+        tp = _unwrap(tp)
+        if part.startswith("["):
+            args = typing.get_args(tp)
+            tp = args[0] if args else Any
+        else:
+            tp = typing.get_type_hints(tp, include_extras=True).get(part, Any) if dataclasses.is_dataclass(tp) else Any
+    return tp
+
+
+def _unwrap(tp: Any) -> Any:
+    """`X`, from `Annotated[X, …]` and `X | None`."""
+    if typing.get_origin(tp) is Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        arms = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _unwrap(arms[0]) if len(arms) == 1 else tp
+    return tp
+
+
+def _hint(kind: str, value: Any) -> str:
     """The fix for YAML's number surprises: a quoted number is text, and PyYAML reads `1e-5` (no dot) as text."""
-    if tp in (int, float) and isinstance(value, str):
+    if kind in ("int_type", "float_type") and isinstance(value, str):
         try:
             float(value)
         except ValueError:

@@ -22,6 +22,7 @@ STAGES = (CURATE, VALIDATE, PREPARE, TRAIN_SFT, TRAIN_GRPO, EVALUATE, COMPARE, P
 # (its `init`), so an init is a method name.
 Method = Literal["vanilla", "scale"]
 METHODS: tuple[str, ...] = get_args(Method)
+VANILLA, SCALE = METHODS  # registered in scalevlm.training.methods
 INITS = METHODS
 
 # Arms: `<training>-<method>`, the four evaluated models (train_sft@m → sft-m; train_grpo@m → grpo-m).

@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 from scalevlm.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -85,80 +87,60 @@ class StageLock:
         self.release()
 
 
-def _stat(pid: int) -> tuple[int, str, int] | None:
-    """(parent pid, command name, start time in clock ticks) of a live process, from /proc; None if gone."""
+def _process(pid: int) -> psutil.Process | None:
+    """A live process (a zombie has exited: only its parent has not reaped it yet); None if gone."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc
+    except psutil.Error:
         return None
-    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2 :].split()
-    if fields[0] == "Z":  # a zombie has exited; only its parent has not reaped it yet
-        return None
-    return int(fields[1]), comm, int(fields[19])
 
 
-def _ancestors_to_watch() -> list[tuple[int, int]]:
-    """The parent, and past `sh -c` wrappers the first non-shell ancestor, as (pid, start time)."""
+def _ancestors_to_watch() -> list[psutil.Process]:
+    """The parent, and past `sh -c` wrappers the first non-shell ancestor."""
     watched = []
-    pid = os.getppid()
-    while pid > 1:
-        info = _stat(pid)
-        if info is None:
+    proc = _process(os.getppid())
+    while proc is not None and proc.pid > 1:
+        watched.append(proc)
+        if not _is_command_shell(proc):
             break
-        ppid, comm, start = info
-        watched.append((pid, start))
-        if comm not in SHELLS or not _is_command_shell(pid):
-            break
-        pid = ppid
+        proc = _process(proc.ppid())
     return watched
 
 
-def _is_command_shell(pid: int) -> bool:
+def _is_command_shell(proc: psutil.Process) -> bool:
     """A non-interactive `sh -c "…"` wrapper (DVC runs commands that way), not the user's login shell."""
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+        return proc.name() in SHELLS and "-c" in proc.cmdline()
+    except psutil.Error:
         return False
-    return b"-c" in argv
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            kids += [int(p) for p in (task / "children").read_text().split()]
-    return kids
 
 
 def kill_descendants(sig: int = signal.SIGTERM) -> None:
     """Signal every descendant of this process (deepest first)."""
-    order, todo = [], _children(os.getpid())
-    while todo:
-        pid = todo.pop()
-        order.append(pid)
-        todo += _children(pid)
-    for pid in reversed(order):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
+    for child in reversed(psutil.Process().children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            child.send_signal(sig)
 
 
 def watch_parent(interval_s: float = 1.0) -> threading.Thread | None:
     """Start a daemon thread that ends this process (and its children) when the process that started it dies."""
-    if not Path("/proc/self/stat").exists() or signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
-        return None  # no /proc (not Linux), or started under nohup on purpose
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        return None  # started under nohup on purpose
     watched = _ancestors_to_watch()
     if not watched:
         return None
 
-    def alive(pid: int, start: int) -> bool:
-        info = _stat(pid)
-        return info is not None and info[2] == start  # same pid and start time: not a reused pid
+    def alive(proc: psutil.Process) -> bool:
+        try:  # is_running compares the start time too: a reused pid is not the watched process
+            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
 
     def loop() -> None:
         while True:
             time.sleep(interval_s)
-            dead = [pid for pid, start in watched if not alive(pid, start)]
+            dead = [proc.pid for proc in watched if not alive(proc)]
             if dead:
                 print(f"error: the process that started this stage (pid {dead[0]}) is gone; stopping so that no "
                       "orphan keeps writing the stage's outputs", file=sys.stderr, flush=True)
@@ -187,7 +169,7 @@ def _clean_leftovers(path: Path) -> None:
     """Delete temporary siblings of `path` left by runs that were killed (their pid is gone)."""
     for leftover in path.parent.glob(f".{path.name}.*-*"):
         pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and _stat(int(pid)) is None:
+        if pid.isdigit() and _process(int(pid)) is None:
             _remove(leftover)
 
 

@@ -1,4 +1,4 @@
-"""Uncertainty for the arm comparison: bootstrap CIs and paired tests on the same test samples (pure, numpy).
+"""Uncertainty for the arm comparison: bootstrap CIs and paired tests on the same test samples (numpy, scipy).
 
 Every random function takes a seeded ``np.random.Generator``; nothing touches a global RNG, so the same seed gives
 the same numbers. Conventions: 95% intervals are percentile bootstrap intervals; p-values are two-sided.
@@ -8,12 +8,12 @@ belong to sample i) and the difference is ``mean(a) - mean(b)``.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats as sps
 
 _EXACT_PERMUTATION_MAX = 16  # up to 2**16 sign patterns are enumerated exactly
 
@@ -77,40 +77,33 @@ def paired_bootstrap(
 
 
 def paired_permutation_test(a: Any, b: Any, rng: np.random.Generator, n_resamples: int = 5000) -> float:
-    """Two-sided sign-flip permutation p-value for mean(a - b) == 0.
+    """Two-sided sign-flip permutation p-value for mean(a - b) == 0 (`scipy.stats.permutation_test`, paired).
 
     Pairs with zero difference carry no information and are dropped. With at most 16 non-zero pairs every sign
-    pattern is enumerated (exact p); otherwise `n_resamples` random patterns with the +1 correction.
+    pattern is enumerated (exact p); otherwise `n_resamples` random patterns with scipy's +1 correction.
     """
     x, y = _paired(a, b)
     d = (x - y)[x != y]
-    if d.size == 0:
+    if d.size < 2:  # no pair, or one: both of its sign patterns are as extreme as the observed one
         return 1.0
-    observed = abs(d.sum())
-    if d.size <= _EXACT_PERMUTATION_MAX:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
-        stats = np.abs(signs @ d)
-        return float(np.mean(stats >= observed - 1e-12))
-    signs = rng.choice((-1.0, 1.0), size=(n_resamples, d.size))
-    stats = np.abs(signs @ d)
-    return float((np.sum(stats >= observed - 1e-12) + 1) / (n_resamples + 1))
+    exact = 2**d.size if d.size <= _EXACT_PERMUTATION_MAX else n_resamples
+    # |sum| with "greater" counts the patterns at least as far from 0 as the observed one: two-sided by symmetry
+    result = sps.permutation_test((d,), lambda v, axis: np.abs(v.sum(axis=axis)), permutation_type="samples",
+                                  n_resamples=exact, alternative="greater", vectorized=True, rng=rng)
+    return float(result.pvalue)
 
 
 def mcnemar_exact(a: Any, b: Any) -> tuple[int, int, float]:
-    """Exact McNemar test for paired binary outcomes: (a right & b wrong, a wrong & b right, two-sided p).
-
-    p = min(1, 2 · P[Binomial(n01 + n10, 1/2) <= min(n01, n10)]), computed with exact integers.
-    """
+    """Exact McNemar test for paired binary outcomes: (a right & b wrong, a wrong & b right, two-sided p), the
+    two-sided binomial test of the discordant pairs at 1/2 (`scipy.stats.binomtest`)."""
     x, y = _paired(a, b)
     if not np.all(np.isin(x, (0.0, 1.0))) or not np.all(np.isin(y, (0.0, 1.0))):
         raise ValueError("mcnemar_exact needs 0/1 outcomes in both arms")
     n_ab = int(np.sum((x == 1) & (y == 0)))
     n_ba = int(np.sum((x == 0) & (y == 1)))
-    n = n_ab + n_ba
-    if n == 0:
+    if n_ab + n_ba == 0:
         return (n_ab, n_ba, 1.0)
-    tail = sum(math.comb(n, k) for k in range(min(n_ab, n_ba) + 1))
-    return (n_ab, n_ba, min(1.0, 2 * tail / 2**n))
+    return (n_ab, n_ba, float(sps.binomtest(n_ab, n_ab + n_ba, 0.5).pvalue))
 
 
 @dataclass(frozen=True)

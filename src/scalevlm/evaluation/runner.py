@@ -9,11 +9,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems
+from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Problems, config_dataclass
 from scalevlm.evaluation.benchmarks.sources import Benchmark
 from scalevlm.evaluation.generation import Generation, GenerationOptions, generate, reference_losses
 from scalevlm.evaluation.scoring import answer_budgets, load_metrics, missing_answer_at, prediction_row, score_rows
@@ -21,7 +20,7 @@ from scalevlm.records import Record
 from scalevlm.runtime import set_torch_threads
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class EvaluateSettings(Checked):
     batch_size: PositiveInt
     max_new_tokens: PositiveInt

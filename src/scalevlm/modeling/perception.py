@@ -20,16 +20,15 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from scalevlm.config import Checked, NonNegativeInt, PositiveFloat, PositiveInt, Probability, Problems
+from scalevlm.config import Checked, NonNegativeInt, PositiveFloat, PositiveInt, Probability, Problems, config_dataclass
 
 log = logging.getLogger(__name__)
 _ROW = re.compile(r"row (\d+): ([a-z ]+?) \((\d+) red, (\d+) so far\)")
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class PerceptionConfig(Checked):
     enabled: bool  # tiny model only (a pretrained model already perceives)
     seed: NonNegativeInt  # image stream and torch seed of the pre-training

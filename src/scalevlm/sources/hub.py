@@ -23,14 +23,13 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 
-from scalevlm.config import Checked, NonNegativeInt, Problems, Text
+from scalevlm.config import Checked, NonNegativeInt, Problems, Text, config_dataclass
 from scalevlm.sources import adapters
 from scalevlm.sources.base import AdapterError, Candidate, Dropped, SourceContext, SourceError
 from scalevlm.sources.local import open_rgb, resolve_inside, upright_rgb
@@ -44,7 +43,7 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]{64,}")
 _BATCH = 256
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class HubDataset(Checked):
     name: Text  # hub id, or a local folder / data file in the dataset's published format
     split: Text
@@ -55,7 +54,7 @@ class HubDataset(Checked):
     allow_outside_project: bool = False  # a local `name` resolving outside the project root is refused unless true
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class HubConfig(Checked):
     enabled: bool
     datasets: tuple[HubDataset, ...]

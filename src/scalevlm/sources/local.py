@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from PIL import Image, ImageOps
 
-from scalevlm.config import Checked, NonNegativeInt, Problems, Text
+from scalevlm.config import Checked, NonNegativeInt, Problems, Text, config_dataclass
 from scalevlm.facts import LOCAL_DATA
 from scalevlm.records import BLANK_BYTES, JSONLineError, image_path_problem, lone_surrogate, parse_json_line
 from scalevlm.sources import adapters
@@ -43,14 +43,14 @@ FORMAT_KEYS = (("trl", ("prompt", "completion")), ("messages", ("messages",)), (
                ("plain", ("question", "answer")))
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class LocalFile(Checked):
     path: Text  # relative to the project root; must lie under data/local/ (curate_dataset.Config checks at load)
     format: Literal["auto", "trl", "messages", "sharegpt", "plain"]
     limit: NonNegativeInt | None  # lines read at most; 0 skips the file
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class LocalConfig(Checked):
     enabled: bool
     files: tuple[LocalFile, ...]

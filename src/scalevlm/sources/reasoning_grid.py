@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from PIL import Image
 
-from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Probability, Problems, Range
+from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Probability, Problems, Range, config_dataclass
 from scalevlm.sources.base import Candidate, SourceContext
 from scalevlm.sources.synthetic import GridDrawing, draw_grid, sample_key
 
@@ -66,7 +66,7 @@ CLOSERS = ("Okay, I am confident in my count now.", "Good, everything checks out
            "Alright, I have checked it carefully.")
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class ReasoningGridConfig(Checked):
     enabled: bool
     n: NonNegativeInt  # samples drawn

@@ -22,13 +22,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
-from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Probability, Problems, Range
+from scalevlm.config import Checked, NonNegativeInt, PositiveInt, Probability, Problems, Range, config_dataclass
 from scalevlm.sources.base import Candidate, SourceContext
 
 _RGB = {"red": (220, 30, 30), "blue": (30, 60, 220)}
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class GridConfig(Checked):
     enabled: bool
     n: NonNegativeInt  # samples drawn
@@ -47,7 +47,7 @@ class GridConfig(Checked):
                             f"{self.p_blue}")
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class DigitsConfig(Checked):
     enabled: bool
     n: NonNegativeInt  # samples drawn

@@ -31,6 +31,7 @@ from scalevlm.config import (
     PositiveInt,
     Problems,
     Range,
+    config_dataclass,
     to_dict,
 )
 from scalevlm.core.rewards import reward_functions
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 UNSHAPING = ("resume", "keep_checkpoints", "save_steps", "logging_steps", "torch_threads")
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class RewardWeights(Checked):
     format: NonNegativeFloat
     accuracy: NonNegativeFloat
@@ -61,7 +62,7 @@ class RewardWeights(Checked):
 LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "vespo"]
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class GRPOSettings(Checked):
     """One GRPO run from an SFT model (both inits share everything)."""
 

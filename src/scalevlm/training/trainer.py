@@ -21,10 +21,12 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from scalevlm.core.scale_loss import ScaleStats, SegmentCounts, progress, scale_loss, schedule_weights, segment_counts
+from scalevlm.core.scale_loss import ScaleStats, SegmentCounts, scale_loss, segment_counts
+from scalevlm.facts import SCALE
 from scalevlm.labels import PieceDecoder, batch_segment_labels
 from scalevlm.training.checkpoints import PREFIX, commit
 from scalevlm.training.config import ScaleSettings
+from scalevlm.training.methods import segment_weighting
 from scalevlm.training.trl_adapter import FusedHeadSFTTrainer, FusedOutput, StrictResumeMixin
 
 SEGMENTS_KEY = "segment_labels"
@@ -47,7 +49,7 @@ class CheckpointCallback(TrainerCallback):
 
 
 class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
-    """SFTTrainer whose loss is SCALe (`method="scale"`) or the plain token mean (`method="vanilla"`).
+    """SFTTrainer whose loss is a method's segment weighting (`training.methods`): SCALe or the plain token mean.
 
     Resuming from a checkpoint restores every model tensor or fails (`trl_adapter.StrictResumeMixin`).
 
@@ -59,18 +61,12 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
     as TRL logs them `entropy`, `mean_token_accuracy` and `num_tokens` (tokens seen by this run, `train_tokens`).
     """
 
-    def __init__(self, *args: Any, method: str = "scale", scale: ScaleSettings | None = None, **kwargs: Any) -> None:
-        if method not in ("scale", "vanilla"):
-            raise ValueError(f"method must be 'scale' or 'vanilla', got {method!r}")
-        if method == "scale" and scale is None:
-            raise ValueError("method='scale' needs ScaleSettings")
+    def __init__(self, *args: Any, method: str = SCALE, scale: ScaleSettings | None = None, **kwargs: Any) -> None:
+        self.weighting = segment_weighting(method, scale)  # refuses an unknown method before the model loads
         super().__init__(*args, **kwargs)
         self.method = method
-        self.scale = scale
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         self.decode_piece = PieceDecoder(tokenizer)
-        self.close_tag = scale.close_tag if scale is not None else "think"
-        self.tags = scale.tags if (scale is not None and method == "scale") else "segment"
         self.step_counts: SegmentCounts | None = None  # global counts of the current optimizer step
         self.train_tokens = 0  # attention-mask tokens trained on in this process's run, over all ranks
         self.window: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in MODES}  # since the last log
@@ -79,11 +75,8 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
     # -- weights and counts -------------------------------------------------------------------------------------
 
     def current_weights(self) -> tuple[float, float]:
-        """(w_think, w_ans) at p = global_step / max_steps; (1, 1) placeholders for vanilla (unused)."""
-        if self.method == "vanilla" or self.scale is None:
-            return 1.0, 1.0
-        p = progress(self.state.global_step, self.state.max_steps)
-        return schedule_weights(self.scale.schedule, p, self.scale.w_start, self.scale.w_end)
+        """(w_think, w_ans) at p = global_step / max_steps; (1, 1) placeholders for an unscheduled method."""
+        return self.weighting.weights(self.state.global_step, self.state.max_steps)
 
     def on_step_batches(self, batches: list[dict[str, Any]], device: torch.device) -> None:
         total = SegmentCounts(0, 0, 0)
@@ -99,16 +92,17 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
         window["samples"].append(self.step_counts.samples)
         window["think_tokens"].append(self.step_counts.think_tokens)
         window["answer_tokens"].append(self.step_counts.answer_tokens)
-        if self.tags == "token_mean":
+        if self.weighting.tags == "token_mean":
             window["tag_tokens"].append(self.step_counts.tag_tokens)
-        if self.method == "scale":
+        if self.weighting.schedule is not None:
             w_think, w_ans = self.current_weights()
             window["w_think"].append(w_think)
             window["w_ans"].append(w_ans)
 
     def segment_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """[B, T] segment labels of a batch's label ids under this run's tag rules (`training.labels`)."""
-        return batch_segment_labels(labels, self.decode_piece, close_tag=self.close_tag, tags=self.tags)
+        return batch_segment_labels(labels, self.decode_piece, close_tag=self.weighting.close_tag,
+                                    tags=self.weighting.tags)
 
     # -- loss ---------------------------------------------------------------------------------------------------
 
@@ -123,13 +117,12 @@ class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
         fused = self.fused_forward(model, inputs)
         seg = segments[:, 1:].to(fused.token_loss.device)
         w_think, w_ans = self.current_weights()
-        normalisation = "vanilla" if self.method == "vanilla" else self.scale.normalisation  # type: ignore[union-attr]
         loss, stats = scale_loss(
             fused.token_loss,
             seg,
             w_think,
             w_ans,
-            normalisation,
+            self.weighting.normalisation,
             num_samples=None if step_counts is None else step_counts.samples,
             num_think_tokens=None if step_counts is None else step_counts.think_tokens,
             num_answer_tokens=None if step_counts is None else step_counts.answer_tokens,

@@ -36,7 +36,7 @@ from typing import Any
 
 from PIL import Image
 
-from scalevlm.config import Checked, PositiveInt, Problems, Text
+from scalevlm.config import Checked, PositiveInt, Problems, Text, config_dataclass
 from scalevlm.core import mcq
 from scalevlm.env import GO_ONLINE
 from scalevlm.errors import PipelineError
@@ -51,7 +51,7 @@ class BenchmarkError(PipelineError, ValueError):
     """A benchmark that cannot be read as configured (path, split, layout)."""
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class Benchmark(Checked):
     name: Text  # report folder and row label: lower-case letters, digits, '-', '_'
     adapter: Text  # a key of KINDS: how a row of the published layout becomes an Item
