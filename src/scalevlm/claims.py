@@ -19,7 +19,7 @@ Every rule reads a difference a − b with its 95% interval: over the test sampl
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from scalevlm.facts import CLAIM_ARM, GRPO_VANILLA, SFT_SCALE, SFT_VANILLA
 
@@ -62,7 +62,7 @@ class Verdict:
     evidence: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"claim": self.claim, "verdict": self.verdict, "evidence": self.evidence}
+        return asdict(self)
 
 
 def direction(d: Difference, higher_is_better: bool = True) -> int:
