@@ -26,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows import dvc_cli
 from flows.dvc_cli import stage_order
-from flows.profiles import load_profile, profile_applied
+from flows.profiles import check_profile, profile_applied
 from scalevlm.facts import COMPARE_REPORT, METRICS, PROMOTE_DECISION, VALIDATE, report_dir
 from scalevlm.study import flatten
 
@@ -135,7 +135,7 @@ if __name__ == "__main__":
     parser.add_argument("--gate", action="store_true", help="run the promotion gate after the promote stage")
     args = parser.parse_args()
     try:  # the user's mistakes are refused before a Prefect server starts, as one line and exit 2
-        load_profile(Path("."), args.profile)
+        check_profile(Path("."), args.profile)
         select(dvc_cli.stage_order(Path(".")), args.targets or None)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,6 +17,9 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from scalevlm.config import ConfigError, read_yaml
 from scalevlm.guard import StageBusyError, StageLock, atomic_write_text
 from scalevlm.study import flatten
 
@@ -34,14 +38,37 @@ BACKUP = Path(".scalevlm") / "profile"  # the user's params.yaml while a profile
 
 
 def load_profile(root: Path, profile: str) -> dict[str, Any]:
-    """The params overlay `profiles/<profile>.yaml` (`{}` for `default`)."""
+    """The params overlay `profiles/<profile>.yaml` (`{}` for `default`), read by the strict YAML reader."""
     if profile == "default":
         return {}
     path = root / "profiles" / f"{profile}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in (root / "profiles").glob("*.yaml"))
-        raise ValueError(f"unknown profile '{profile}': no {path}; available: {['default', *available]}")
-    return yaml.safe_load(path.read_text()) or {}
+        raise ConfigError(f"unknown profile '{profile}': no {path}; available: {['default', *available]}")
+    overlay = read_yaml(path, "profile") or {}
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"{path}: expected a mapping of params.yaml sections to the values to set, got "
+                          f"{type(overlay).__name__}")
+    return overlay
+
+
+def check_profile(root: Path, profile: str) -> dict[str, Any]:
+    """The profile's overlay, once params.yaml with it applied passes every stage's Config (`python -m stages
+    --check-params`, a subprocess: flows do not import stages). Refuses with the profile and the key named."""
+    overlay = load_profile(root, profile)
+    if not overlay:
+        return overlay
+    params = read_yaml(root / "params.yaml", "params file") or {}
+    merge_profile(params, overlay, profile)
+    with tempfile.TemporaryDirectory(prefix="profile-check-") as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        done = subprocess.run([sys.executable, "-m", "stages", "--check-params", str(path)], cwd=root,
+                              capture_output=True, text=True)
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        raise ConfigError(f"profile {profile}: {why.removeprefix('error: ').replace(str(path) + ': ', '')}")
+    return overlay
 
 
 def profile_overrides(overlay: dict[str, Any]) -> list[str]:
@@ -74,7 +101,10 @@ def merge_profile(base: dict[str, Any], overlay: dict[str, Any], where: str) -> 
     """Put a profile's values into a params mapping in place; a key params.yaml lacks is an error naming it."""
     for key, value in overlay.items():
         if key not in base:
-            raise ValueError(f"profile {where}: key '{key}' does not exist in params.yaml")
+            raise ConfigError(f"profile {where}: key '{key}' does not exist in params.yaml")
+        if isinstance(base[key], dict) and not isinstance(value, dict):
+            raise ConfigError(f"profile {where}: '{key}' is a section of params.yaml: give the keys to change under "
+                              f"it, not {type(value).__name__} {value!r}")
         if isinstance(value, dict) and isinstance(base[key], dict):
             merge_profile(base[key], value, f"{where}.{key}")
         else:

@@ -12,29 +12,74 @@ experiments' numbers.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
+import pydantic
 from prefect import flow, get_run_logger, task
 
 from flows import dvc_cli
-from scalevlm.core.seeds import Experiment, expand
+from scalevlm.config import (
+    Checked,
+    ConfigError,
+    NonEmpty,
+    NonNegativeInt,
+    PositiveInt,
+    Problems,
+    Text,
+    config_dataclass,
+    from_dict,
+    load_params,
+    read_yaml,
+    to_dict,
+)
+from scalevlm.core.seeds import Experiment, expand, grid_keys
 from scalevlm.facts import STUDY_REPORTS
+from scalevlm.study import flatten
 
-SPEC_KEYS = {"name", "grid", "seeds", "seed_params", "targets", "jobs"}
+Scalar = int | float | str | bool | None
+SweepName = Annotated[str, pydantic.StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
 
 
-def load_spec(path: Path) -> dict[str, Any]:
-    spec = yaml.safe_load(Path(path).read_text()) or {}
-    missing, unknown = SPEC_KEYS - set(spec), set(spec) - SPEC_KEYS
-    if missing or unknown:
-        raise ValueError(f"{path}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}; a sweep spec has "
-                         f"{sorted(SPEC_KEYS)}")
-    return spec
+@config_dataclass
+class SweepSpec(Checked):
+    name: SweepName  # experiment names are `<name>-<i>-s<seed>` and the report goes to reports/study/<name>/
+    grid: dict[Text, Annotated[tuple[Scalar, ...], NonEmpty()]] | tuple[dict[Text, Scalar], ...]
+    seeds: Annotated[tuple[NonNegativeInt, ...], NonEmpty()]
+    seed_params: tuple[Text, ...]
+    targets: tuple[Text, ...]  # dvc stage addresses (`evaluate@sft-scale`); empty = every stage
+    jobs: PositiveInt
+
+    def check(self) -> Problems:
+        if len(set(self.seeds)) != len(self.seeds):
+            yield "seeds", f"{list(self.seeds)} repeats a seed"
+
+
+def load_spec(path: Path, root: Path | None = None) -> dict[str, Any]:
+    """A sweep spec, typed (`SweepSpec`); with `root`, its params keys and targets are checked against the project's
+    params.yaml and dvc.yaml too. Every problem is a ConfigError naming the file and the key, before any work."""
+    spec = from_dict(SweepSpec, read_yaml(path, "sweep spec"), where=str(path))
+    if root is not None:
+        _check_against_project(spec, Path(path), root)
+    return to_dict(spec)
+
+
+def _check_against_project(spec: SweepSpec, path: Path, root: Path) -> None:
+    known = flatten(load_params(root / "params.yaml"))
+    keys = [(f"grid.{k}", k) for k in grid_keys(spec.grid)] + [("seed_params", k) for k in spec.seed_params]
+    for where, key in keys:
+        if key not in known:
+            near = difflib.get_close_matches(key, list(known), n=3)
+            raise ConfigError(f"{path}: {where}: '{key}' is not a key of params.yaml"
+                              + (f" (did you mean {near}?)" if near else ""))
+    stages = dvc_cli.stage_order(root)
+    for i, target in enumerate(spec.targets):
+        if target not in stages and not any(s.startswith(f"{target}@") for s in stages):
+            raise ConfigError(f"{path}: targets[{i}]: '{target}' is not a stage of dvc.yaml; stages: {stages}")
 
 
 def experiments(spec: dict[str, Any]) -> list[Experiment]:
@@ -94,7 +139,7 @@ def sweep(spec_path: str, root: str = ".", timeout_s: float = 6 * 3600, report: 
 
     `run=False` only collects and reports (experiments already run, e.g. to rebuild a report)."""
     project = Path(root).resolve()
-    spec = load_spec(project / spec_path)
+    spec = load_spec(project / spec_path, project)
     names = []
     if run:
         done = existing_experiments(project)
@@ -120,8 +165,8 @@ if __name__ == "__main__":
     parser.add_argument("--report-only", action="store_true", help="collect and report experiments already run")
     args = parser.parse_args()
     try:  # a missing or malformed spec is refused before a Prefect server starts
-        experiments(load_spec(Path(args.spec)))
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        print(f"error: {args.spec}: {e}", file=sys.stderr)
+        experiments(load_spec(Path(args.spec), Path(".")))
+    except (OSError, ValueError) as e:  # ConfigError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(json.dumps(sweep(args.spec, timeout_s=args.timeout_s, run=not args.report_only), indent=2))

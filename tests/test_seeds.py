@@ -176,7 +176,7 @@ def test_committed_sweep_specs_expand(project_root) -> None:
 
     sizes = {}
     for path in sorted((project_root / "sweeps").glob("*.yaml")):
-        spec = load_spec(path)
+        spec = load_spec(path, project_root)  # its params keys and targets exist in this project
         exps = experiments(spec)
         assert len({e.name for e in exps}) == len(exps)
         assert all(e.name.startswith(f"{spec['name']}-") for e in exps)
@@ -190,7 +190,7 @@ def test_sweep_spec_with_unknown_keys_is_rejected(tmp_path) -> None:
 
     (tmp_path / "s.yaml").write_text("name: x\ngrid: {}\nseeds: [0]\nseed_params: [train_sft.seed]\ntargets: []\n"
                                      "job: 1\n")
-    with pytest.raises(ValueError, match=r"missing keys \['jobs'\], unknown keys \['job'\]"):
+    with pytest.raises(ValueError, match=r"unknown keys \['job'\] and missing keys \['jobs'\]; expected keys"):
         load_spec(tmp_path / "s.yaml")
 
 

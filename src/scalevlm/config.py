@@ -115,15 +115,65 @@ def _join(problems: list[tuple[str, str]], where: str = "") -> str:
 # Loading ----------------------------------------------------------------------------------------------------------
 
 
+MAX_YAML_NODES = 100_000  # nodes after alias expansion; params.yaml has ~400. Refuses "billion laughs" documents
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise ConfigError(f"{self.name}:{key_node.start_mark.line + 1}: duplicate key {key!r} (first on line "
+                                  f"{seen[key] + 1}): keep one")
+            if isinstance(key, typing.Hashable):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes in the document once every alias is expanded (memoised per node: linear in the written document)."""
+    if id(node) not in memo:
+        memo[id(node)] = 1  # a recursive alias counts once
+        if isinstance(node, yaml.SequenceNode):
+            memo[id(node)] += sum(_expanded_size(child, memo) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            memo[id(node)] += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    return memo[id(node)]
+
+
+def read_yaml(path: str | Path, what: str = "file") -> Any:
+    """One YAML document from a user-written file (params, a profile, a sweep spec): safe types only, no duplicate
+    keys, at most `MAX_YAML_NODES` nodes after alias expansion. Every problem is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        with path.open(encoding="utf-8") as stream:
+            loader = _StrictLoader(stream)
+            try:
+                node = loader.get_single_node()
+                if node is None:
+                    return None
+                if (size := _expanded_size(node, {})) > MAX_YAML_NODES:
+                    raise ConfigError(f"{path}: {size:,} YAML nodes once its aliases are expanded (more than "
+                                      f"{MAX_YAML_NODES:,}): write the values out instead of nesting aliases")
+                return loader.construct_document(node)
+            finally:
+                loader.dispose()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text: {e}") from None
+
+
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path} (run from the project root or pass --params)")
-    try:
-        with path.open() as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    data = read_yaml(path, "params file") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of stage sections, got {type(data).__name__}")
     return data

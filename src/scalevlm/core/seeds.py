@@ -109,7 +109,7 @@ def _yaml_scalar(value: Any) -> str:
 
 def grid_keys(grid: dict[str, list[Any]] | list[dict[str, Any]] | None) -> list[str]:
     """The params keys a grid sets: a mapping's keys, or every key of a list of settings."""
-    if isinstance(grid, list):
+    if isinstance(grid, list | tuple):
         return sorted({k for setting in grid for k in setting})
     return sorted(grid or {})
 
