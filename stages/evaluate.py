@@ -33,6 +33,7 @@ from scalevlm.evaluation.generation import GenerationOptions
 from scalevlm.evaluation.runner import EvaluateSettings, evaluate_model, load_model
 from scalevlm.facts import ARMS, BENCHMARKS, METRICS, PREDICTIONS, arm_model, eval_report
 from scalevlm.guard import atomic_dir
+from scalevlm.modeling.loader import resolve_device
 from scalevlm.records import write_jsonl
 from scalevlm.runtime import matrix_main, write_json
 from scalevlm.validation import read_split
@@ -46,6 +47,7 @@ def run(cfg: Config, root: Path, arm: str) -> dict[str, Any]:
     """Evaluate one arm's model on the test split; rewrites reports/evaluate/<arm>/ completely."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; arms are {list(ARMS)}")
+    resolve_device(cfg.device)  # a CUDA device this machine lacks stops the stage before it reads anything
     model_dir = root / arm_model(arm)
     if not model_dir.is_dir():
         raise MissingInputError(f"{model_dir} not found: train the arm first (`dvc repro {NAME}@{arm}` runs its "

@@ -343,3 +343,24 @@ def test_property_validate_cli_accounts_for_every_line(tmp_path: Path, data: byt
     rejected = [row for _, row in read_jsonl(out / "rejected.jsonl")]
     assert len(rejected) == metrics["rejected"] and all(row["reasons"] and row["failures"] for row in rejected)
     assert sum(len(read_records(out / f"{s}.jsonl")) for s in ("train", "val", "test")) == metrics["accepted"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_evaluate_on_a_cuda_device_this_machine_lacks_stops_before_reading_anything(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["evaluate"]["device"] = "cuda:1"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "src")])}
+    done = subprocess.run([sys.executable, "-m", "stages.evaluate", "--arm", "sft-scale", "--params",
+                           str(tmp_path / "params.yaml"), "--root", str(tmp_path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "device 'cuda:1': this machine has no CUDA device" in done.stderr
+    assert not [d for d in ("data", "models", "reports") if (tmp_path / d).exists()]  # only the stage lock was made

@@ -4,6 +4,7 @@ one-question and batch modes, sampling flags, and the errors a user can make."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -119,5 +120,55 @@ def test_bad_input_line_and_unknown_registry_stage(project: Path, tmp_path: Path
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     (repo / "dvc.yaml").write_text("artifacts:\n  vlm:\n    path: models/m\n    type: model\n")
     monkeypatch.chdir(repo)
-    assert main(["--model", "prod", "--question", "q"]) == 2
+    assert main(["--model", "prod", "--image", "a.png", "--question", "q"]) == 2
     assert "'vlm' has no registered version" in capsys.readouterr().err
+
+
+def _an_image(root: Path) -> str:
+    return str(next(root.rglob("*.png")))
+
+
+@pytest.mark.slow
+def test_inputs_a_user_gets_wrong_are_refused_before_the_model_loads(project: Path, tmp_path: Path,  # noqa: F811
+                                                                     capsys: pytest.CaptureFixture,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.chdir(project)
+    image, a_file = _an_image(project), tmp_path / "a_file"
+    a_file.write_text("x")
+    (tmp_path / "in.jsonl").write_text(json.dumps({"question": "How many?", "image": image}) + "\n")
+    cases = [
+        (["--image", image, "--question", "  "], "the question is empty"),
+        (["--question", "How many red cells?"], "no image given: the model answers questions about images"),
+        (["--input", str(tmp_path / "in.jsonl"), "--out", str(a_file / "out.jsonl")], "is a file, so no folder"),
+        (["--input", str(tmp_path / "in.jsonl"), "--out", str(tmp_path)], "is a folder: give a file path"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--image", image, "--question", "q", "--device", "cuda"], "this machine has no CUDA device"))
+    for argv, message in cases:
+        assert main(["--model", MODEL, *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+    assert main(["--model", "owner/no-such-model", "--image", image, "--question", "q"]) == 2
+    assert "no such model folder here (this run is offline" in capsys.readouterr().err
+    (tmp_path / "line.jsonl").write_text(json.dumps({"question": "", "image": image}) + "\n")
+    assert main(["--model", MODEL, "--input", str(tmp_path / "line.jsonl"), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "line.jsonl:1: the question is empty" in capsys.readouterr().err
+    assert list(tmp_path.glob("o.jsonl")) == [] and a_file.read_text() == "x"
+
+
+@pytest.mark.slow
+def test_a_question_too_long_for_the_context_and_a_decompression_bomb_are_refused(
+        project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from PIL import Image
+
+    monkeypatch.chdir(project)
+    image = _an_image(project)
+    assert main(["--model", MODEL, "--image", image, "--question", "How many? " * 100_000]) == 2
+    assert re.search(r"the question is [\d,]+ tokens; with --max-new-tokens 128 it exceeds the model's context of "
+                     r"[\d,]+ tokens: shorten it", capsys.readouterr().err)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses images over twice this many pixels
+    assert main(["--model", MODEL, "--image", image, "--question", "q"]) == 2
+    err = capsys.readouterr().err
+    assert f"image {image} is too large to decode safely" in err and "Traceback" not in err

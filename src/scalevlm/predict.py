@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from scalevlm.core.segments import parse_completion
+from scalevlm.env import GO_ONLINE, online_requested
 from scalevlm.evaluation.generation import GREEDY, Generation, GenerationOptions, generate
 
 STAGE_NAME = re.compile(r"[a-z][a-z0-9-]*")  # a GTO stage (prod, staging), as opposed to a folder or a hub id
@@ -71,6 +73,9 @@ def _open_images(images: Sequence[Any]) -> list[Any]:
         try:
             with Image.open(path) as im:
                 opened.append(im.convert("RGB"))
+        except Image.DecompressionBombError as e:
+            raise PredictError(f"image {path} is too large to decode safely ({e}): resize it below "
+                               f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
         except (UnidentifiedImageError, OSError) as e:
             raise PredictError(f"image {path} cannot be decoded ({e}): give a PNG or JPEG file") from e
     return opened
@@ -94,6 +99,7 @@ class Model:
 
         if batch_size < 1:
             raise PredictError(f"batch_size must be >= 1, got {batch_size}")
+        self.check_lengths([q for _, q in items], options.max_new_tokens)
         out: list[Prediction] = []
         with tqdm(total=len(items), desc="predict", unit="sample", disable=not progress) as bar:
             for i in range(0, len(items), batch_size):
@@ -105,12 +111,33 @@ class Model:
         return out
 
 
+    def context_length(self) -> int | None:
+        config = getattr(self.model.config, "text_config", None) or self.model.config
+        return getattr(config, "max_position_embeddings", None)
+
+    def check_lengths(self, questions: Sequence[str], max_new_tokens: int) -> None:
+        """Refuse a question that cannot fit the model's context with the answer budget (before generating)."""
+        context = self.context_length()
+        if context is None:
+            return
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        for i, question in enumerate(questions):
+            tokens = len(tokenizer(question)["input_ids"])
+            if tokens + max_new_tokens > context:
+                where = f"question {i + 1}" if len(questions) > 1 else "the question"
+                raise PredictError(f"{where} is {tokens:,} tokens; with --max-new-tokens {max_new_tokens} "
+                                   f"it exceeds the model's context of {context:,} tokens: shorten it")
+
+
 def resolve_model(ref: str, repo: str = ".", artifact: str | None = None) -> Path | str:
     """A folder to load: `ref` itself when it exists, else the fetched folder of a registry stage or version."""
     from scalevlm.registry import VERSION, RegistryError, default_artifact, fetch
 
     if Path(ref).exists():
         return Path(ref)
+    if not online_requested() and not (VERSION.fullmatch(ref) or STAGE_NAME.fullmatch(ref)):
+        raise PredictError(f"--model {ref!r}: no such model folder here (this run is offline, so it is not looked up "
+                           f"as a hub id either: {GO_ONLINE})")
     if VERSION.fullmatch(ref) or STAGE_NAME.fullmatch(ref):
         local = Path(repo) if Path(repo).is_dir() else Path(".")
         try:
@@ -132,7 +159,7 @@ def load(model_ref: str, *, repo: str = ".", artifact: str | None = None, device
     return Model(model, processor, str(path))
 
 
-def read_inputs(path: Path, image_root: Path | None) -> list[tuple[str, list[Path], str]]:
+def read_inputs(path: Path, image_root: Path | None, text_only: bool = False) -> list[tuple[str, list[Path], str]]:
     """(id, image paths, question) of each line of a JSONL input file."""
     from scalevlm.records import read_jsonl
 
@@ -144,8 +171,32 @@ def read_inputs(path: Path, image_root: Path | None) -> list[tuple[str, list[Pat
         images = row.get("images", [row["image"]] if "image" in row else [])
         if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
             raise PredictError(f"{path}:{line_no}: 'images' must be a list of paths (or give one 'image' path)")
+        if problem := question_problem(row["question"], len(images), text_only):
+            raise PredictError(f"{path}:{line_no}: {problem}")
         rows.append((str(row.get("id", line_no)), [root / p for p in images], row["question"]))
     return rows
+
+
+def question_problem(question: str, n_images: int, text_only: bool) -> str | None:
+    """Why a question cannot be asked as given: empty, or without an image to an image-conditioned model."""
+    if not question.strip():
+        return "the question is empty"
+    if n_images == 0 and not text_only:
+        return "no image given: the model answers questions about images (give --image, or --text-only on purpose)"
+    return None
+
+
+def check_output(out: Path) -> None:
+    """`--out` can be written: not a folder, no regular file on its path, and its nearest folder writable."""
+    if out.is_dir():
+        raise PredictError(f"--out {out} is a folder: give a file path, e.g. {out / 'predictions.jsonl'}")
+    folder = out.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise PredictError(f"--out {out}: {folder} is a file, so no folder can be made under it")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PredictError(f"--out {out}: cannot write in {folder} (permission denied): choose another path")
 
 
 def _options(args: argparse.Namespace) -> GenerationOptions:
@@ -177,6 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--text-only", action="store_true", help="allow questions without an image (on purpose)")
     return p
 
 
@@ -190,7 +242,11 @@ def run(args: argparse.Namespace) -> int:
     options = _options(args)
     if args.input is not None and not args.input.is_file():
         raise PredictError(f"--input {args.input} not found")
-    items = read_inputs(args.input, args.image_root) if args.input is not None else None
+    if args.out is not None:
+        check_output(args.out)
+    if args.question is not None and (problem := question_problem(args.question, len(args.image), args.text_only)):
+        raise PredictError(problem)
+    items = read_inputs(args.input, args.image_root, args.text_only) if args.input is not None else None
     model = load(args.model, repo=args.repo, artifact=args.artifact, device=args.device, dtype=args.dtype,
                  trust_remote_code=args.trust_remote_code)
     torch.manual_seed(args.seed)

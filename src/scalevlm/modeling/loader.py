@@ -36,9 +36,18 @@ def resolve_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
 
 
 def resolve_device(device: str | None) -> str | None:
-    """'auto' → 'cuda' when available else 'cpu'; None keeps the model where from_pretrained put it (CPU)."""
+    """'auto' → 'cuda' when available else 'cpu'; None keeps the model where from_pretrained put it (CPU).
+    A CUDA device this machine does not have is a ModelLoadError naming it, before any weights load."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device is not None and device.startswith("cuda"):
+        index = int(device.split(":", 1)[1]) if ":" in device and device.split(":", 1)[1].isdigit() else 0
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r}: this machine has no CUDA device (torch "
+                                 f"{torch.__version__}, cuda available: no): use cpu or auto")
+        if index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s): "
+                                 f"use cuda:0 … cuda:{torch.cuda.device_count() - 1}, or auto")
     return device
 
 
@@ -117,6 +126,7 @@ def load_model_and_processor(
     from scalevlm.modeling import tiny  # noqa: F401  (registers the tiny processor class)
 
     torch_dtype = resolve_dtype(dtype)
+    target = resolve_device(device)  # refused before any weights load
     name = str(path)
     local = Path(name).exists()
     if not local and not HUB_ID.fullmatch(name):
@@ -134,7 +144,6 @@ def load_model_and_processor(
             f"could not load model/processor from {name!r} ({type(e).__name__}: {e}).{hint} Expected a folder with "
             "config.json, *.safetensors and the processor files, or a hub id of an image-text-to-text model."
         ) from e
-    target = resolve_device(device)
     if target is not None:
         model = model.to(target)
     model.eval()
