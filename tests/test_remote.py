@@ -101,6 +101,32 @@ def test_fresh_clone_fetches_prod_and_predict_reproduces_the_evaluation(promoted
     assert f"model:  models/registry/{ARTIFACT}@v0.0.1" in one.stdout and "segment rule: " in one.stdout
 
 
+def test_a_fetched_model_edited_afterwards_is_refused_and_force_fetches_it_again(promoted: dict[str, Path]) -> None:
+    clone = fresh_clone(promoted, "clone_tamper")
+    env = {"SCALEVLM_DVC_REMOTE": str(promoted["remote"])}
+    python(clone, "scalevlm.registry", "fetch", "prod", env=env)
+    folder = clone / "models/registry" / f"{ARTIFACT}@v0.0.1"
+    weights = next(folder.glob("*.safetensors"))
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit of the weights
+    for cmd in (["scalevlm.registry", "fetch", "prod"], ["scalevlm.predict", "--model", "prod", "--image", "x.png",
+                                                         "--question", "q"]):
+        result = python(clone, *cmd, env=env, ok=False)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert f"no longer holds {ARTIFACT}@v0.0.1 as registered" in result.stderr and weights.name in result.stderr
+    python(clone, "scalevlm.registry", "fetch", "prod", "--force", env=env)
+    assert weights.read_bytes() == original
+    python(clone, "scalevlm.registry", "fetch", "prod", env=env)  # and now it verifies
+
+
+def test_fetching_without_a_configured_remote_says_so(promoted: dict[str, Path]) -> None:
+    clone = fresh_clone(promoted, "clone_no_remote")
+    sh(clone, "dvc", "remote", "remove", "local")  # the project's committed default remote
+    result = python(clone, "scalevlm.registry", "fetch", "prod", env={"SCALEVLM_DVC_REMOTE": ""}, ok=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "configures no default DVC remote" in result.stderr and "auto-generated" not in result.stderr
+
+
 def test_fetching_a_version_that_was_never_pushed_names_the_remote_and_the_version(promoted: dict[str, Path]) -> None:
     root = promoted["root"]
     # v0.0.2: different weights, registered without the gate, so nobody pushed them

@@ -120,6 +120,30 @@ def test_only_complete_checkpoints_of_the_same_run_are_resumed(tmp_path: Path) -
     assert (ckpt / FINGERPRINT).read_text().strip() == "abc"
 
 
+class _Payload:
+    """What a tampered checkpoint would pickle: unpickling it calls a function (here a harmless one)."""
+
+    def __reduce__(self) -> tuple:
+        return (print, ("the payload ran",))
+
+
+def test_a_checkpoint_file_that_is_not_plain_tensors_is_refused_by_name(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    from scalevlm.training.checkpoints import CheckpointError
+
+    ckpt = tmp_path / CHECKPOINTS
+    prepare_outputs([tmp_path], ckpt, "abc", None)
+    four = _fake_checkpoint(ckpt, 4, complete=False)
+    torch.save({"python": torch.zeros(2)}, four / "rng_state.pth")
+    mark_complete(four, 4)
+    assert find_resumable(ckpt, "abc", True) == four  # plain tensors: fine
+    torch.save({"python": _Payload()}, four / "rng_state.pth")
+    mark_complete(four, 4)
+    with pytest.raises(CheckpointError, match=r"rng_state\.pth: refused to resume from it: it is not plain tensors"):
+        find_resumable(ckpt, "abc", True)
+    assert "the payload ran" not in capsys.readouterr().out
+
+
 # -- strict loading -----------------------------------------------------------------------------------------------
 
 

@@ -236,6 +236,18 @@ def test_sft_config_translation(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_max_length_that_would_cut_the_image_tokens_is_refused_before_training(project: Path,
+                                                                                   tmp_path: Path) -> None:
+    from scalevlm.config import ConfigError
+
+    root = _copy_project(project, tmp_path)
+    with pytest.raises(ConfigError, match=r"train_sft\.max_length: 8 would cut the prompt of .* \((\d+) tokens, its "
+                                          r"image tokens included\)"):
+        train_sft.run(dataclasses.replace(SETTINGS, max_length=8), root, method="scale")
+    assert not (root / "models" / "train_sft").exists()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["vanilla", "scale"])
 def test_stage_smoke_run(project: Path, tmp_path: Path, method: str) -> None:
     from scalevlm.modeling import load_model_and_processor

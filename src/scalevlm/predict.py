@@ -131,7 +131,7 @@ class Model:
 
 def resolve_model(ref: str, repo: str = ".", artifact: str | None = None) -> Path | str:
     """A folder to load: `ref` itself when it exists, else the fetched folder of a registry stage or version."""
-    from scalevlm.registry import VERSION, RegistryError, default_artifact, fetch
+    from scalevlm.registry import VERSION, RegistryError, default_artifact, fetch, resolve
 
     if Path(ref).exists():
         return Path(ref)
@@ -140,12 +140,13 @@ def resolve_model(ref: str, repo: str = ".", artifact: str | None = None) -> Pat
                            f"as a hub id either: {GO_ONLINE})")
     if VERSION.fullmatch(ref) or STAGE_NAME.fullmatch(ref):
         local = Path(repo) if Path(repo).is_dir() else Path(".")
+        name = artifact or default_artifact(local)
         try:
-            _, folder, _ = fetch(repo, artifact or default_artifact(local), ref)
+            resolve(repo, name, ref)
         except RegistryError as e:  # a mistyped folder name reads like a stage name: say both
             raise RegistryError(f"--model {ref!r} is not a model folder here, nor a registry version or stage: "
                                 f"{e}") from None
-        return folder
+        return fetch(repo, name, ref)[1]
     return ref  # a hub id (owner/name); the loader says what is wrong with anything else
 
 

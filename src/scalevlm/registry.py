@@ -157,6 +157,54 @@ def resolve(repo: str, artifact: str, ref: str) -> Resolved:
     return Resolved(artifact, version.version, f"{artifact}@{version.version}", version.commit_hexsha, ref)
 
 
+def registered_hash(repo: str, resolved: Resolved) -> str:
+    """DVC's hash of the artifact's folder at the version's commit (its `md5: ….dir` in dvc.lock, or in the
+    `<path>.dvc` file when the artifact is tracked by one): what the fetched files must add up to."""
+    import dvc.api
+
+    declared = yaml.safe_load(dvc.api.read("dvc.yaml", repo=repo, rev=resolved.commit)).get("artifacts") or {}
+    path = str((declared.get(resolved.artifact) or {}).get("path", "")).rstrip("/")
+    lock = yaml.safe_load(dvc.api.read("dvc.lock", repo=repo, rev=resolved.commit)) or {}
+    for stage in (lock.get("stages") or {}).values():
+        for out in stage.get("outs", []):
+            if str(out.get("path", "")).rstrip("/") == path and out.get("md5"):
+                return str(out["md5"])
+    raise RegistryError(f"{resolved.ref}: no hash of its path '{path}' in dvc.lock at commit {resolved.commit[:8]}: "
+                        "the registered commit does not record the model it names")
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """md5 of every file under `folder` by relative path (the fetch marker excluded)."""
+    from dvc_data.hashfile.hash import file_md5
+
+    return {p.relative_to(folder).as_posix(): file_md5(str(p)) for p in sorted(Path(folder).rglob("*"))
+            if p.is_file() and p.name != MARKER}
+
+
+def tree_hash(files: dict[str, str], folder: Path) -> str:
+    """DVC's `….dir` hash of a folder with these files (dvc-data's Tree, as `dvc add`/`dvc repro` compute it)."""
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.meta import Meta
+    from dvc_data.hashfile.tree import Tree
+
+    tree = Tree()
+    for rel, md5 in files.items():
+        tree.add(tuple(rel.split("/")), Meta(size=(Path(folder) / rel).stat().st_size), HashInfo("md5", md5))
+    tree.digest()
+    return str(tree.hash_info.value)
+
+
+def verify_fetched(folder: Path, resolved: Resolved) -> None:
+    """The folder's files are the ones recorded at fetch time, and those add up to the registered hash."""
+    marker = json.loads((Path(folder) / MARKER).read_text())
+    recorded, expected = marker.get("files") or {}, marker.get("md5")
+    now = file_hashes(folder)
+    changed = sorted(set(recorded) ^ set(now) | {f for f in set(recorded) & set(now) if recorded[f] != now[f]})
+    if changed or not expected or tree_hash(recorded, folder) != expected:
+        raise RegistryError(f"{folder} no longer holds {resolved.ref} as registered (changed, added or missing: "
+                            f"{changed[:5] or ['the fetch record']}): fetch it again with --force")
+
+
 def fetched_dir(resolved: Resolved, base: Path = FETCH_DIR) -> Path:
     return Path(base) / f"{resolved.artifact}@{resolved.version}"
 
@@ -179,7 +227,7 @@ def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bo
     from dvc.repo import Repo
     from dvc_data.index.index import DataIndexError
 
-    from scalevlm.remote import config_override, describe
+    from scalevlm.remote import ENV, RemoteError, config_override, describe
 
     resolved = resolve(repo, artifact, ref)
     if base is None:
@@ -187,6 +235,7 @@ def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bo
     target = Path(out) if out is not None else base / fetched_dir(resolved)
     if target.exists() and not force:
         if is_fetched(target, resolved):
+            verify_fetched(target, resolved)
             return resolved, target, "already fetched"
         raise RegistryError(f"{target} exists and does not hold {resolved.ref}: remove it, pass --force, or choose "
                             "--out")
@@ -196,6 +245,9 @@ def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bo
     where = "the default DVC remote"
     try:
         with Repo.open(url=repo, subrepos=True, uninitialized=True, config=config_override()) as dvc_repo:
+            if dvc_repo.config.get("core", {}).get("remote") == "auto-generated-upstream":  # DVC's stand-in
+                raise RemoteError(f"{repo} configures no default DVC remote, so the registered model cannot be "
+                                  f"fetched: set {ENV}=<url or folder>, or `dvc remote add -d <name> <url>` there")
             where = describe(dvc_repo.config)
             dvc_repo.artifacts.download(artifact, version=resolved.version, out=str(partial), force=True)
     except (DvcException, DataIndexError, FileNotFoundError) as e:  # a file's data, or a folder's listing, is absent
@@ -205,8 +257,13 @@ def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bo
             f"pushed there: push it from a machine that has it (`dvc push --with-deps <stage>`, which the promotion "
             f"gate does before tagging), or point SCALEVLM_DVC_REMOTE at the remote that holds it"
         ) from e
+    files, expected = file_hashes(partial), registered_hash(repo, resolved)
+    if tree_hash(files, partial) != expected:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise RegistryError(f"{resolved.ref}: the files fetched from {where} do not add up to the hash registered "
+                            f"at commit {resolved.commit[:8]} ({expected}): the remote holds other data under it")
     write_json(partial / MARKER, {"artifact": artifact, "version": resolved.version, "ref": resolved.ref,
-                                  "commit": resolved.commit, "remote": where})
+                                  "commit": resolved.commit, "remote": where, "md5": expected, "files": files})
     if target.exists():
         shutil.rmtree(target)
     partial.rename(target)

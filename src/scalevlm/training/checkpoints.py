@@ -140,9 +140,33 @@ def find_resumable(ckpt_dir: Path, run_fingerprint: str, allowed: bool) -> Path 
     for folder in reversed(checkpoint_folders(ckpt_dir)):
         reason = incomplete_reason(folder)
         if reason is None:
+            check_safe_to_load(folder)
             return folder
         log.warning("not resuming %s: %s", folder, reason)
     return None
+
+
+SAFE_LOAD_CHECK_BYTES = 64 * 2**20  # the RNG, scheduler and small optimizer states; larger ones the Trainer loads
+
+
+def check_safe_to_load(folder: Path) -> None:
+    """Every torch pickle of a checkpoint (`*.pt`, `*.pth`, up to `SAFE_LOAD_CHECK_BYTES`) holds plain tensors and
+    containers only (`torch.load(weights_only=True)`, as the Trainer loads them): a file that does not is refused
+    by name before training starts, instead of an UnpicklingError deep inside the Trainer."""
+    import pickle
+
+    import torch
+
+    for path in sorted([*folder.rglob("*.pt"), *folder.rglob("*.pth")]):
+        if path.stat().st_size > SAFE_LOAD_CHECK_BYTES:
+            continue
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path}: refused to resume from it: it is not plain tensors ({first}); a checkpoint "
+                                  f"file may run code when unpickled. Delete {folder} to resume from an older one, "
+                                  "or set resume: false to start over") from None
 
 
 def prepare_outputs(clear: Sequence[Path], ckpt_dir: Path, run_fingerprint: str, resume: Path | None) -> None:

@@ -24,6 +24,23 @@ def to_sft_rows(root: Path, records: Sequence[Record]) -> dict[str, list[Any]]:
     }
 
 
+def longest_prompt(processor: Any, root: Path, records: Sequence[Record]) -> tuple[int, str]:
+    """(tokens, record id) of the longest prompt, image tokens included, as the processor builds it for training:
+    a `max_length` at or below it would cut image tokens (transformers then fails mid-run)."""
+    from PIL import Image
+
+    longest = (0, "")
+    for record in records:
+        images = []
+        for path in image_paths(root, record):
+            with Image.open(path) as im:
+                images.append(im.convert("RGB"))
+        text = processor.apply_chat_template(prompt_messages(record), tokenize=False, add_generation_prompt=True)
+        tokens = len(processor(text=[text], images=images or None)["input_ids"][0])
+        longest = max(longest, (tokens, record.id))
+    return longest
+
+
 def reward_columns(records: Sequence[Record]) -> dict[str, list[Any]]:
     """What GRPO's rewards need beside the prompt (TRL passes extra columns to them as keyword lists)."""
     return {

@@ -221,7 +221,8 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths,
     from transformers import set_seed
 
     from scalevlm.modeling import load_model_and_processor
-    from scalevlm.training.data import sft_dataset
+    from scalevlm.modeling.loader import load_processor
+    from scalevlm.training.data import longest_prompt, sft_dataset
     from scalevlm.training.trainer import CheckpointCallback, SCALeSFTTrainer, StepDVCLiveCallback
 
     # cpu=True on CPU-only machines, as TrainingArguments(use_cpu=True) would: under torchrun (WORLD_SIZE > 1) this
@@ -229,6 +230,12 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths,
     state = PartialState(cpu=not torch.cuda.is_available())
     world_size = state.num_processes
     cfg.validate(world_size)
+    if cfg.max_length is not None:  # before any output is touched or the model loads
+        tokens, record = longest_prompt(load_processor(str(paths.base_model)), paths.root, records)
+        if tokens >= cfg.max_length:
+            raise ConfigError(f"train_sft.max_length: {cfg.max_length} would cut the prompt of {record} ({tokens} "
+                              f"tokens, its image tokens included) and with it the image: set it above {tokens} "
+                              "plus the completion, or null")
     run_fingerprint = fingerprint({"train_sft": cfg.fingerprint(method)}, paths.base_model, records)
     ckpt_dir, resume = begin_run(state, paths.model_out, (paths.live_dir,), run_fingerprint, cfg.resume)
 
