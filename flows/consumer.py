@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from scalevlm.facts import CURATED, VALIDATED
+from scalevlm.registry import RegistryError
 
 SPLIT_DATA = [VALIDATED.as_posix(), CURATED.as_posix()]  # DVC outputs: the splits and their images
 
@@ -87,6 +88,17 @@ def markdown(version: dict[str, Any], source: str, metrics: dict[str, Any], prom
     return "\n".join(lines) + "\n"
 
 
+def check_request(root: Path, ref: str, artifact: str | None, benchmark: str | None, max_samples: int | None) -> None:
+    """The request names a registered version or stage, an existing benchmark file and a positive sample count."""
+    from scalevlm.registry import default_artifact, resolve
+
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"--max-samples must be >= 1, got {max_samples}")
+    if benchmark is not None and not (root / benchmark).is_file():
+        raise ValueError(f"--benchmark {benchmark}: no such file under {root.resolve()}")
+    resolve(str(root), artifact or default_artifact(root), ref)
+
+
 @flow(name="scalevlm-evaluate-registry", log_prints=True)
 def evaluate_registry(ref: str = "prod", split: str = "test", benchmark: str | None = None,
                       max_samples: int | None = None, artifact: str | None = None, root: str = ".") -> dict[str, Any]:
@@ -102,15 +114,30 @@ def evaluate_registry(ref: str = "prod", split: str = "test", benchmark: str | N
     return {"ref": version["ref"], "source": source, "metrics": metrics, "promoted": promoted}
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.consumer`: what a user can get wrong is refused before a Prefect server starts, as one line
+    and exit 2; `--check` stops there (exit 0)."""
     import argparse
+    import sys
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ref", default="prod")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--benchmark", default=None)
-    parser.add_argument("--max-samples", type=int, default=None)
-    parser.add_argument("--artifact", default=None)
-    args = parser.parse_args()
-    evaluate_registry(ref=args.ref, split=args.split, benchmark=args.benchmark, max_samples=args.max_samples,
-                      artifact=args.artifact)
+    parser = argparse.ArgumentParser(prog="python -m flows.consumer", description=__doc__.splitlines()[0])
+    parser.add_argument("--ref", default="prod", help="a registry stage (prod) or a version (v0.0.3)")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--benchmark", default=None, help="a curated-records JSONL under the project")
+    parser.add_argument("--max-samples", type=int, default=None, help="first N records (N >= 1)")
+    parser.add_argument("--artifact", default=None, help="registry artifact (default: the one in ./dvc.yaml)")
+    parser.add_argument("--check", action="store_true", help="check the request, run nothing")
+    args = parser.parse_args(argv)
+    try:
+        check_request(Path("."), args.ref, args.artifact, args.benchmark, args.max_samples)
+    except (RegistryError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.check:
+        evaluate_registry(ref=args.ref, split=args.split, benchmark=args.benchmark, max_samples=args.max_samples,
+                          artifact=args.artifact)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -125,19 +125,28 @@ def pipeline(
     return results
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.pipeline`: the user's mistakes are refused before a Prefect server starts, as one line and
+    exit 2; `--check` stops there (exit 0)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("targets", nargs="*")
-    parser.add_argument("--force", action="store_true")
-    parser.add_argument("--profile", default="default")
+    parser.add_argument("targets", nargs="*", help="stages to run (default: all), e.g. train_sft@scale")
+    parser.add_argument("--force", action="store_true", help="re-run the stages even when DVC finds them up to date")
+    parser.add_argument("--profile", default="default", help="a declared params set, profiles/<name>.yaml")
     parser.add_argument("--gate", action="store_true", help="run the promotion gate after the promote stage")
-    args = parser.parse_args()
-    try:  # the user's mistakes are refused before a Prefect server starts, as one line and exit 2
+    parser.add_argument("--check", action="store_true", help="check the profile and targets, run nothing")
+    args = parser.parse_args(argv)
+    try:
         check_profile(Path("."), args.profile)
         select(dvc_cli.stage_order(Path(".")), args.targets or None)
-    except ValueError as e:
+    except (ValueError, dvc_cli.DvcError) as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    pipeline(targets=args.targets or None, force=args.force, profile=args.profile, gate=args.gate)
+        return 2
+    if not args.check:
+        pipeline(targets=args.targets or None, force=args.force, profile=args.profile, gate=args.gate)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,9 @@ def load_profile(root: Path, profile: str) -> dict[str, Any]:
     """The params overlay `profiles/<profile>.yaml` (`{}` for `default`), read by the strict YAML reader."""
     if profile == "default":
         return {}
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", profile):
+        raise ConfigError(f"profile {profile!r}: a profile is the name of a file in profiles/ (letters, digits, _ "
+                          "and -), e.g. smoke")
     path = root / "profiles" / f"{profile}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in (root / "profiles").glob("*.yaml"))

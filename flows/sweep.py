@@ -156,17 +156,28 @@ def sweep(spec_path: str, root: str = ".", timeout_s: float = 6 * 3600, report: 
     return out
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.sweep`: a missing or malformed spec is refused before a Prefect server starts (exit 2);
+    `--check` stops there (exit 0)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m flows.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("spec", help="sweep spec YAML, e.g. sweeps/ablation.yaml")
-    parser.add_argument("--timeout-s", type=float, default=6 * 3600)
+    parser.add_argument("--timeout-s", type=float, default=6 * 3600, help="bound on the queue's run (seconds)")
     parser.add_argument("--report-only", action="store_true", help="collect and report experiments already run")
-    args = parser.parse_args()
-    try:  # a missing or malformed spec is refused before a Prefect server starts
+    parser.add_argument("--check", action="store_true", help="check the spec against the project, run nothing")
+    args = parser.parse_args(argv)
+    try:
+        if not args.timeout_s > 0:
+            raise ValueError(f"--timeout-s must be > 0, got {args.timeout_s}")
         experiments(load_spec(Path(args.spec), Path(".")))
-    except (OSError, ValueError) as e:  # ConfigError is a ValueError
+    except (OSError, ValueError, dvc_cli.DvcError) as e:  # ConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(json.dumps(sweep(args.spec, timeout_s=args.timeout_s, run=not args.report_only), indent=2))
+        return 2
+    if not args.check:
+        print(json.dumps(sweep(args.spec, timeout_s=args.timeout_s, run=not args.report_only), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -125,3 +125,16 @@ def test_the_sweep_cli_refuses_a_bad_spec_before_prefect_starts(tmp_path: Path) 
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "temporary server" not in done.stdout + done.stderr
     assert f"error: {path}: targets[0]: 'evaluat' is not a stage of dvc.yaml" in done.stderr
+
+
+def test_the_consumer_cli_refuses_an_unknown_version_before_prefect_starts(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text("artifacts:\n  vlm:\n    path: models/m\n    type: model\n")
+    for argv, message in ((["--ref", "v9.9.9"], "'vlm' has no registered version"),
+                          (["--ref", "../prod"], "is neither a version (vX.Y.Z) nor a registry stage"),
+                          (["--max-samples", "0"], "--max-samples must be >= 1, got 0")):
+        done = subprocess.run([sys.executable, "-m", "flows.consumer", *argv], cwd=tmp_path, env=ENV,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr and "temporary server" not in done.stdout + done.stderr
+        assert message in done.stderr, done.stderr

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -32,8 +31,6 @@ from typing import Any
 from scalevlm.core.segments import parse_completion
 from scalevlm.env import GO_ONLINE, online_requested
 from scalevlm.evaluation.generation import GREEDY, Generation, GenerationOptions, generate
-
-STAGE_NAME = re.compile(r"[a-z][a-z0-9-]*")  # a GTO stage (prod, staging), as opposed to a folder or a hub id
 
 
 class PredictError(RuntimeError):
@@ -131,7 +128,7 @@ class Model:
 
 def resolve_model(ref: str, repo: str = ".", artifact: str | None = None) -> Path | str:
     """A folder to load: `ref` itself when it exists, else the fetched folder of a registry stage or version."""
-    from scalevlm.registry import VERSION, RegistryError, default_artifact, fetch, resolve
+    from scalevlm.registry import STAGE_NAME, VERSION, RegistryError, default_artifact, fetch, resolve
 
     if Path(ref).exists():
         return Path(ref)

@@ -32,6 +32,7 @@ from scalevlm.runtime import write_json
 
 SNAPSHOT = PROMOTE_CANDIDATE.as_posix()
 VERSION = re.compile(r"v\d+\.\d+\.\d+")  # GTO's semantic versions
+STAGE_NAME = re.compile(r"[a-z][a-z0-9-]*")  # a GTO stage (prod, staging), as opposed to a folder or a hub id
 FETCH_DIR = Path("models") / "registry"  # default home of fetched versions: <artifact>@<version>/
 MARKER = ".fetched.json"  # written last: a folder with it holds a complete download of that version
 
@@ -135,10 +136,15 @@ def resolve(repo: str, artifact: str, ref: str) -> Resolved:
     from gto.api import find_versions_in_stage, show
     from gto.exceptions import ArtifactNotFound
 
+    if not (VERSION.fullmatch(ref) or STAGE_NAME.fullmatch(ref)):
+        raise RegistryError(f"{ref!r} is neither a version (vX.Y.Z) nor a registry stage (lowercase, e.g. prod)")
     try:
         versions = show(repo, artifact)
     except ArtifactNotFound:
         versions = []
+    except Exception as e:  # noqa: BLE001 — gto, scmrepo and dulwich raise their own types for a bad repository
+        raise RegistryError(f"repository {repo!r} cannot be read as a git repository holding the registry's tags "
+                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if not versions:
         raise RegistryError(f"'{artifact}' has no registered version in {repo}: nothing was promoted yet, or the "
                             "clone lacks the registry's tags (`git fetch --tags`)")
