@@ -28,7 +28,7 @@ repro: $(STAMP)
 	$(BIN)/dvc repro
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # the fast tier (under a minute): no training, no pipeline runs, no Prefect server
 test-fast: $(STAMP)

@@ -120,6 +120,9 @@ def test_bad_input_line_and_unknown_registry_stage(project: Path, tmp_path: Path
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     (repo / "dvc.yaml").write_text("artifacts:\n  vlm:\n    path: models/m\n    type: model\n")
     monkeypatch.chdir(repo)
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(repo / "a.png")
     assert main(["--model", "prod", "--image", "a.png", "--question", "q"]) == 2
     assert "'vlm' has no registered version" in capsys.readouterr().err
 

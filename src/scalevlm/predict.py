@@ -20,10 +20,11 @@ optional `id`; relative image paths are resolved against `--image-root` (default
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,25 +57,43 @@ class Prediction:
                    completion_tokens=gen.completion_tokens)
 
 
-def _open_images(images: Sequence[Any]) -> list[Any]:
+@contextlib.contextmanager
+def _image(image: Any) -> Iterator[Any]:
+    """The PIL image of a path (opened lazily: header only until its pixels are used); a missing, undecodable or
+    oversized file is a PredictError naming it."""
     from PIL import Image, UnidentifiedImageError
+
+    path = Path(image)
+    if not path.is_file():
+        raise PredictError(f"image {path} not found")
+    try:
+        with Image.open(path) as im:
+            yield im
+    except Image.DecompressionBombError as e:
+        raise PredictError(f"image {path} is too large to decode safely ({e}): resize it below "
+                           f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise PredictError(f"image {path} cannot be decoded ({e}): give a PNG or JPEG file") from e
+
+
+def check_images(paths: Sequence[Any]) -> None:
+    """Every image exists and its header decodes within PIL's size limit (pixels are not read), so a bad file
+    stops the run before the model loads."""
+    for path in paths:
+        with _image(path):
+            pass
+
+
+def _open_images(images: Sequence[Any]) -> list[Any]:
+    from PIL import Image
 
     opened = []
     for image in images:
         if isinstance(image, Image.Image):
             opened.append(image.convert("RGB"))
             continue
-        path = Path(image)
-        if not path.is_file():
-            raise PredictError(f"image {path} not found")
-        try:
-            with Image.open(path) as im:
-                opened.append(im.convert("RGB"))
-        except Image.DecompressionBombError as e:
-            raise PredictError(f"image {path} is too large to decode safely ({e}): resize it below "
-                               f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise PredictError(f"image {path} cannot be decoded ({e}): give a PNG or JPEG file") from e
+        with _image(image) as im:
+            opened.append(im.convert("RGB"))
     return opened
 
 
@@ -245,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
     if args.question is not None and (problem := question_problem(args.question, len(args.image), args.text_only)):
         raise PredictError(problem)
     items = read_inputs(args.input, args.image_root, args.text_only) if args.input is not None else None
+    check_images([*args.image] if items is None else [p for _, paths, _ in items for p in paths])
     model = load(args.model, repo=args.repo, artifact=args.artifact, device=args.device, dtype=args.dtype,
                  trust_remote_code=args.trust_remote_code)
     torch.manual_seed(args.seed)
