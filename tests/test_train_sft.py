@@ -356,3 +356,18 @@ def test_ddp_two_processes_equal_single_process(project: Path, tmp_path: Path) -
     assert len(runs["single"]) == 2 * 4
     for name in ("accum", "ddp"):
         assert runs[name] == pytest.approx(runs["single"], rel=1e-4), name
+
+
+def test_every_method_is_registered_once_and_the_trainer_names_none() -> None:
+    import ast
+
+    from scalevlm.facts import METHODS
+    from scalevlm.training.methods import REGISTRY, segment_weighting
+
+    assert tuple(REGISTRY) == METHODS
+    assert segment_weighting(METHODS[0], None).schedule is None
+    with pytest.raises(ValueError, match="unknown method 'dpo'"):
+        segment_weighting("dpo", None)
+    trainer = Path(__file__).resolve().parents[1] / "src/scalevlm/training/trainer.py"
+    literals = {n.value for n in ast.walk(ast.parse(trainer.read_text())) if isinstance(n, ast.Constant)}
+    assert not literals & set(METHODS), "the trainer asks training.methods, it does not test a method's name"
