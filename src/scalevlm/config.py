@@ -39,8 +39,21 @@ class ConfigError(PipelineError, ValueError):
 
 
 def config_dataclass(cls: type[T]) -> type[T]:
-    """Declare a config: a frozen pydantic dataclass under the strict rules of `CONFIG`."""
-    return pydantic.dataclasses.dataclass(frozen=True, config=CONFIG)(cls)
+    """Declare a config: a frozen pydantic dataclass under the strict rules of `CONFIG`. Built by hand (a test,
+    `dataclasses.replace`), a violation is a ConfigError worded as the loader words it (`max_steps: must be >= 1,
+    got 0`), not pydantic's report."""
+    built = pydantic.dataclasses.dataclass(frozen=True, config=CONFIG)(cls)
+    validate = built.__init__
+
+    @functools.wraps(validate)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807 (the dataclass's own __init__)
+        try:
+            validate(self, *args, **kwargs)
+        except pydantic.ValidationError as e:
+            raise ConfigError(_describe(built, e, "")) from None
+
+    built.__init__ = __init__  # type: ignore[misc]
+    return built
 
 
 # Declared rules ---------------------------------------------------------------------------------------------------
@@ -236,7 +249,10 @@ def _describe(cls: type, error: pydantic.ValidationError, where: str) -> str:
     unknown: dict[str, list[str]] = {}
     missing: dict[str, list[str]] = {}
     choices: dict[str, tuple[Any, list[str]]] = {}  # a union of Literals fails once per arm: one line for all
+    names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
     for e in error.errors(include_url=False):
+        if e["loc"] and isinstance(e["loc"][0], int) and e["loc"][0] < len(names):  # a positional argument
+            e["loc"] = (names[e["loc"][0]], *e["loc"][1:])
         path, parent, key = _path(e["loc"], where), _path(e["loc"][:-1], where), str(e["loc"][-1]) if e["loc"] else ""
         kind, got = e["type"], e.get("input")
         if kind in ("unexpected_keyword_argument", "extra_forbidden"):
