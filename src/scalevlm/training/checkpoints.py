@@ -151,17 +151,20 @@ SAFE_LOAD_CHECK_BYTES = 64 * 2**20  # the RNG, scheduler and small optimizer sta
 
 def check_safe_to_load(folder: Path) -> None:
     """Every torch pickle of a checkpoint (`*.pt`, `*.pth`, up to `SAFE_LOAD_CHECK_BYTES`) holds plain tensors and
-    containers only (`torch.load(weights_only=True)`, as the Trainer loads them): a file that does not is refused
-    by name before training starts, instead of an UnpicklingError deep inside the Trainer."""
+    containers only (`torch.load(weights_only=True)` with the numpy types transformers' Trainer allows for its RNG
+    state, as the Trainer loads them): a file that does not is refused by name before training starts, instead of
+    an UnpicklingError deep inside the Trainer."""
     import pickle
 
     import torch
+    from transformers.trainer_pt_utils import safe_globals
 
     for path in sorted([*folder.rglob("*.pt"), *folder.rglob("*.pth")]):
         if path.stat().st_size > SAFE_LOAD_CHECK_BYTES:
             continue
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
+            with safe_globals():
+                torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"{path}: refused to resume from it: it is not plain tensors ({first}); a checkpoint "
