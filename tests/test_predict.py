@@ -169,7 +169,7 @@ def test_a_question_too_long_for_the_context_and_a_decompression_bomb_are_refuse
     monkeypatch.chdir(project)
     image = _an_image(project)
     assert main(["--model", MODEL, "--image", image, "--question", "How many? " * 100_000]) == 2
-    assert re.search(r"the question is [\d,]+ tokens; with --max-new-tokens 128 it exceeds the model's context of "
+    assert re.search(r"the question is [\d,]+ tokens; with --max-new-tokens 512 it exceeds the model's context of "
                      r"[\d,]+ tokens: shorten it", capsys.readouterr().err)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses images over twice this many pixels
     assert main(["--model", MODEL, "--image", image, "--question", "q"]) == 2

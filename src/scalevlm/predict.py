@@ -236,7 +236,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="base of relative image paths (default: the input's folder)")
     many.add_argument("--batch-size", type=int, default=64)
     gen = p.add_argument_group("generation (greedy unless --sample)")
-    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--max-new-tokens", type=int, default=512,
+                     help="generation budget (the r1grid thinks run to ~400 tokens; evaluate uses 512)")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top-p", type=float, default=1.0)
