@@ -343,6 +343,7 @@ def test_property_validate_cli_accounts_for_every_line(tmp_path: Path, data: byt
     assert sum(len(read_records(out / f"{s}.jsonl")) for s in ("train", "val", "test")) == metrics["accepted"]
 
 
+@pytest.mark.slow  # a stage subprocess
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_evaluate_on_a_cuda_device_this_machine_lacks_stops_before_reading_anything(tmp_path: Path) -> None:
     import os

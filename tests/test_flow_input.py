@@ -63,6 +63,7 @@ def profiles_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # starts python subprocesses (the stage configs, a flow's CLI)
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_a_bad_profile_is_refused_naming_the_key(profiles_project: Path, name: str) -> None:
     from flows.profiles import check_profile
@@ -71,12 +72,14 @@ def test_a_bad_profile_is_refused_naming_the_key(profiles_project: Path, name: s
         check_profile(profiles_project, name)
 
 
+@pytest.mark.slow  # starts python subprocesses (the stage configs, a flow's CLI)
 def test_a_good_profile_passes_the_stage_configs(profiles_project: Path) -> None:
     from flows.profiles import check_profile
 
     assert check_profile(profiles_project, "fine") == {"train_sft": {"max_steps": 5}}
 
 
+@pytest.mark.slow  # starts python subprocesses (the stage configs, a flow's CLI)
 def test_the_pipeline_cli_refuses_a_bad_profile_before_prefect_starts(profiles_project: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "flows.pipeline", "--profile", "bad_value"], cwd=profiles_project,
                           env=ENV, capture_output=True, text=True, timeout=300)
@@ -118,6 +121,7 @@ def test_a_bad_sweep_spec_is_refused_naming_the_key(tmp_path: Path, name: str) -
         load_spec(_spec(tmp_path, name, change), ROOT)
 
 
+@pytest.mark.slow  # starts python subprocesses (the stage configs, a flow's CLI)
 def test_the_sweep_cli_refuses_a_bad_spec_before_prefect_starts(tmp_path: Path) -> None:
     path = _spec(tmp_path, "bad", SPECS["unknown_target"][0])
     done = subprocess.run([sys.executable, "-m", "flows.sweep", str(path)], cwd=ROOT, env=ENV, capture_output=True,
@@ -127,6 +131,7 @@ def test_the_sweep_cli_refuses_a_bad_spec_before_prefect_starts(tmp_path: Path) 
     assert f"error: {path}: targets[0]: 'evaluat' is not a stage of dvc.yaml" in done.stderr
 
 
+@pytest.mark.slow  # starts python subprocesses (the stage configs, a flow's CLI)
 def test_the_consumer_cli_refuses_an_unknown_version_before_prefect_starts(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "dvc.yaml").write_text("artifacts:\n  vlm:\n    path: models/m\n    type: model\n")
