@@ -109,6 +109,9 @@ def test_a_fetched_model_edited_afterwards_is_refused_and_force_fetches_it_again
     weights = next(folder.glob("*.safetensors"))
     original = weights.read_bytes()
     weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit of the weights
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(clone / "x.png")
     for cmd in (["scalevlm.registry", "fetch", "prod"], ["scalevlm.predict", "--model", "prod", "--image", "x.png",
                                                          "--question", "q"]):
         result = python(clone, *cmd, env=env, ok=False)
