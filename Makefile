@@ -27,12 +27,17 @@ setup: $(STAMP)
 repro: $(STAMP)
 	$(BIN)/dvc repro
 
+# One pytest worker per core (pytest-xdist); each test file is one unit of work (the two that share the trained
+# project are one), slow files first, so fixtures are built once and the long units overlap the short ones
+# (tests/conftest.py).
+XDIST := -n auto --dist loadfile --no-loadscope-reorder
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q $(XDIST) --durations=15
 
 # the fast tier (under a minute): no training, no pipeline runs, no Prefect server
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not prefect"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow and not prefect"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,50 @@ from scalevlm.env import set_offline_env  # noqa: E402
 
 set_offline_env()
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+# Parallel workers (`pytest -n N`, pytest-xdist) share the cores: each gets its share of torch threads, here and in
+# every subprocess it starts (`scalevlm.runtime.set_torch_threads` caps a stage's torch_threads at OMP_NUM_THREADS).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "").isdigit():
+    share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(share)
+
+# The files whose tests use the session's trained project (`smoke_trained`): one unit of work for the parallel
+# workers, so the project is trained once. A test elsewhere that uses it is refused at collection (below).
+SHARED_PROJECT_FILES = ("test_e2e.py", "test_remote.py")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile` with one change: the files of SHARED_PROJECT_FILES are one unit, not two."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedProjectFileScheduling(LoadScopeScheduling):
+        # private: pytest-xdist 3.8 `_split_scope` is the scope rule its own LoadFileScheduling overrides; the public
+        # `xdist_group` mark cannot serve under pytest 9 (xdist renames `item._nodeid`, pytest 9 reads `item._id`)
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return "smoke_trained" if Path(file).name in SHARED_PROJECT_FILES else file
+
+    return SharedProjectFileScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow files first (with `--no-loadscope-reorder` the workers take units in this order), the shared project's
+    first of all, so the long units start early and the short ones fill the gaps."""
+    strays = [item.nodeid for item in items
+              if "smoke_trained" in item.fixturenames and item.path.name not in SHARED_PROJECT_FILES]
+    if strays:
+        raise pytest.UsageError(f"{strays[0]} uses smoke_trained: add its file to conftest.SHARED_PROJECT_FILES")
+
+    def weight(item: pytest.Item) -> int:
+        if item.path.name in SHARED_PROJECT_FILES:
+            return 0
+        return 1 if any(item.iter_markers("slow")) or any(item.iter_markers("prefect")) else 2
+
+    files: dict[Path, int] = {}
+    for item in items:
+        files[item.path] = min(files.get(item.path, 2), weight(item))
+    items.sort(key=lambda item: files[item.path])
 
 
 @pytest.fixture(scope="session")

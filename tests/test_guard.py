@@ -166,3 +166,22 @@ def test_atomic_write_text_never_leaves_a_partial_file(tmp_path: Path) -> None:
         atomic_write_text(path, '{"a": "\ud800"}')  # a lone surrogate cannot be encoded: the write fails midway
     assert path.read_text() == "{}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+@pytest.mark.parametrize(("cap", "asked", "expected"), [(None, 2, 2), ("1", 2, 1), ("4", 2, 2), ("", 2, 2)])
+def test_torch_threads_are_capped_by_omp_num_threads(monkeypatch: pytest.MonkeyPatch, cap: str | None, asked: int,
+                                                     expected: int) -> None:
+    import torch
+
+    from scalevlm.runtime import set_torch_threads
+
+    before = torch.get_num_threads()
+    if cap is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", cap)
+    try:
+        set_torch_threads(asked)
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)

@@ -23,11 +23,16 @@ T = TypeVar("T")
 
 
 def set_torch_threads(n: int) -> None:
-    """Pin torch's intra-op CPU threads (0 leaves torch's default).
+    """Pin torch's intra-op CPU threads (0 leaves torch's default), at most `OMP_NUM_THREADS` when that is set.
 
     The tiny model runs many small ops: extra OpenMP threads barely help, and on 2 cores shared with other
     processes they stalled training and generation badly (steps 0.25 s → 4–5 s, generation up to 50× slower).
+    `OMP_NUM_THREADS` is the machine-level cap (the test suite's parallel workers set it to their share of the
+    cores), so a stage's `torch_threads` never oversubscribes a CPU that other jobs share.
     """
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    if n > 0 and cap.isdigit() and int(cap) > 0:
+        n = min(n, int(cap))
     if n > 0:
         import torch
 
