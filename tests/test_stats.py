@@ -114,3 +114,16 @@ def test_compare_paired_binary_and_continuous() -> None:
     cont = compare_paired([0.5, 0.7, 0.9], [0.4, 0.6, 0.8], rng())
     assert cont.p_mcnemar is None and cont.a_only is None
     assert set(cont.to_dict()) >= {"diff", "diff_low", "diff_high", "p_bootstrap", "p_permutation", "p_mcnemar"}
+
+
+def test_progress_lines_give_step_share_elapsed_eta_and_the_named_values() -> None:
+    from scalevlm.core.progress import clock, eta_s, progress_line
+
+    expected = ["0:00", "1:00", "1:01", "59:59", "1:00:00", "1:02:05"]
+    assert [clock(s) for s in (0, 59.6, 61, 3599, 3600, 3725)] == expected
+    assert eta_s(100, 600, 0, 50.0) == 250.0  # 0.5 s per step, 500 steps left
+    assert eta_s(150, 600, 100, 25.0) == 225.0  # a resumed run: its own 50 steps set the pace
+    assert eta_s(100, 600, 100, 5.0) is None and eta_s(0, 600, 0, 0.0) is None
+    line = progress_line(120, 600, 0, 100.0, {"loss": 0.51234, "w_think": 0.7, "flag": True}, ("loss", "kl", "flag"))
+    assert line == "step 120/600 (20%) | 1:40 elapsed | ETA 6:40 | loss 0.5123"
+    assert progress_line(0, 600, 0, 0.0) == "step 0/600 (0%) | 0:00 elapsed | ETA ?"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -249,12 +250,19 @@ def test_a_max_length_that_would_cut_the_image_tokens_is_refused_before_training
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["vanilla", "scale"])
-def test_stage_smoke_run(project: Path, tmp_path: Path, method: str) -> None:
+def test_stage_smoke_run(project: Path, tmp_path: Path, method: str, caplog: pytest.LogCaptureFixture,
+                         capsys: pytest.CaptureFixture[str]) -> None:
     from scalevlm.modeling import load_model_and_processor
 
     root = _copy_project(project, tmp_path)
-    summary = train_sft.run(SETTINGS, root, method=method)
+    with caplog.at_level(logging.INFO, logger="scalevlm"):
+        summary = train_sft.run(SETTINGS, root, method=method)
     assert summary["steps"] == SETTINGS.max_steps and summary["method"] == method
+    progress = [r.getMessage() for r in caplog.records if "elapsed | ETA" in r.getMessage()]
+    assert [line.split(": step ")[1].split(" ")[0] for line in progress] == ["1/4", "2/4", "3/4", "4/4"]
+    assert all(line.startswith(f"train_sft[{method}]: step ") and " | loss_think " in line for line in progress)
+    assert (" | w_think " in progress[-1]) == (method == "scale") and "ETA 0:00" in progress[-1]
+    assert "{'loss'" not in capsys.readouterr().out  # transformers' raw log dicts are not printed
     report = root / "reports" / "train_sft" / method
     metrics = json.loads((report / "metrics.json").read_text())
     for key in ("wall_time_s", "tokens_per_s", "final_loss", "final_loss_think", "final_loss_answer"):

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from scalevlm.config import Checked, NonNegativeInt, PositiveFloat, PositiveInt, Probability, Problems, config_dataclass
+from scalevlm.core.progress import progress_line
 
 log = logging.getLogger(__name__)
 _ROW = re.compile(r"row (\d+): ([a-z ]+?) \((\d+) red, (\d+) so far\)")
@@ -142,8 +143,9 @@ def pretrain_perception(model: Any, processor: Any, cfg: PerceptionConfig,
         if steps % cfg.eval_every == 0 or steps == cfg.max_steps:
             check = evaluate_perception(model, processor, held_out, question, cfg.max_new_tokens)
             history.append({"step": steps, "loss": round(loss.item(), 5), **check})
-            log.info("perception step %d: loss %.4f, held-out caption exact %.3f, cells %.4f", steps, loss.item(),
-                     check["exact"], check["cell_accuracy"])
+            values = {"loss": loss.item(), "held-out exact": check["exact"], "cells": check["cell_accuracy"]}
+            log.info("perception: %s (stops at held-out exact >= %s)", progress_line(
+                steps, cfg.max_steps, 0, time.perf_counter() - start, values, tuple(values)), cfg.stop_exact)
             if check["exact"] >= cfg.stop_exact:
                 stopped_early = steps < cfg.max_steps
                 break

@@ -43,6 +43,7 @@ from scalevlm.training.checkpoints import begin_run, clear_staging, fingerprint,
 from scalevlm.training.config import HeldOutSettings, freeze_vision, load_dtype, use_bf16
 
 log = logging.getLogger(__name__)
+PROGRESS_KEYS = ("reward", "kl", "loss", "completions/mean_length")  # the values each progress line shows
 # settings that do not change the trajectory: a checkpoint saved under other values may be resumed
 UNSHAPING = ("resume", "keep_checkpoints", "save_steps", "logging_steps", "torch_threads")
 
@@ -184,12 +185,18 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
     the newest complete checkpoint of an interrupted run with the same fingerprint. `provenance` is saved with the
     model. Returns the run's metrics (written by the caller)."""
     from accelerate import PartialState
+    from transformers import PrinterCallback
 
     from scalevlm.modeling import load_model_and_processor, save_model_and_processor
     from scalevlm.provenance import write_provenance
     from scalevlm.training.data import grpo_dataset
     from scalevlm.training.heldout import HeldOutCallback
-    from scalevlm.training.trainer import CheckpointCallback, ResumableGRPOTrainer, StepDVCLiveCallback
+    from scalevlm.training.trainer import (
+        CheckpointCallback,
+        ProgressCallback,
+        ResumableGRPOTrainer,
+        StepDVCLiveCallback,
+    )
     from scalevlm.validation import read_split
 
     state = PartialState()
@@ -227,6 +234,8 @@ def run_grpo(cfg: GRPOSettings, init: str, paths: GRPOPaths, records: Sequence[R
         # curves per optimizer step, no DVC side effects; checkpoints count once complete
         callbacks=[live, heldout, CheckpointCallback()],
     )
+    trainer.remove_callback(PrinterCallback)  # ProgressCallback prints the logs as progress lines
+    trainer.add_callback(ProgressCallback(f"train_grpo[{init}]", PROGRESS_KEYS))
     if resume:
         log.info("train_grpo[%s]: resuming %s", init, resume)
     start = time.perf_counter()

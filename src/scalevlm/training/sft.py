@@ -44,6 +44,8 @@ from scalevlm.training.checkpoints import begin_run, fingerprint, publish_model,
 from scalevlm.training.config import LrScheduler, ScaleSettings, freeze_vision, load_dtype, use_bf16
 
 log = logging.getLogger(__name__)
+# the values each progress line shows (those the trainer logged: SCALe's weights only for SCALe)
+PROGRESS_KEYS = ("loss", "loss_think", "loss_answer", "w_think", "learning_rate")
 
 
 @config_dataclass
@@ -218,12 +220,12 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths,
     """Train `method` on `records`; returns (summary, log history). Outputs are written on the main process."""
     import torch
     from accelerate import PartialState
-    from transformers import set_seed
+    from transformers import PrinterCallback, set_seed
 
     from scalevlm.modeling import load_model_and_processor
     from scalevlm.modeling.loader import load_processor
     from scalevlm.training.data import longest_prompt, sft_dataset
-    from scalevlm.training.trainer import CheckpointCallback, SCALeSFTTrainer, StepDVCLiveCallback
+    from scalevlm.training.trainer import CheckpointCallback, ProgressCallback, SCALeSFTTrainer, StepDVCLiveCallback
 
     # cpu=True on CPU-only machines, as TrainingArguments(use_cpu=True) would: under torchrun (WORLD_SIZE > 1) this
     # selects MULTI_CPU with the gloo backend; created first, it is the state the Trainer then shares.
@@ -256,6 +258,8 @@ def run_sft(cfg: SFTSettings, method: str, paths: SFTPaths,
         method=method,
         scale=cfg.scale,
     )
+    trainer.remove_callback(PrinterCallback)  # ProgressCallback prints the logs as progress lines
+    trainer.add_callback(ProgressCallback(f"train_sft[{method}]", PROGRESS_KEYS))
     log.info("train_sft[%s]: %d records, %d steps, world size %d%s", method, len(records), cfg.max_steps, world_size,
              f", resuming {resume}" if resume else "")
     start = time.perf_counter()

@@ -13,6 +13,7 @@ accumulated gradient is therefore exactly that of one batch of `batch_size` samp
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
+from scalevlm.core.progress import progress_line
 from scalevlm.core.scale_loss import ScaleStats, SegmentCounts, scale_loss, segment_counts
 from scalevlm.facts import SCALE
 from scalevlm.labels import PieceDecoder, batch_segment_labels
@@ -46,6 +48,27 @@ class CheckpointCallback(TrainerCallback):
         if state.is_world_process_zero:
             commit(Path(args.output_dir) / f"{PREFIX}{state.global_step}", state.global_step)
         PartialState().wait_for_everyone()
+
+
+class ProgressCallback(TrainerCallback):
+    """One progress line per log on the main process: step N/M, elapsed, ETA and the values named by `keys`
+    (`core.progress`), in place of the raw `{'loss': ...}` dicts transformers prints when its bar is off.
+
+    Pass `trainer.remove_callback(PrinterCallback)` with it; the bar stays off (`disable_tqdm`), so a log file or
+    DVC's output reads the same as a terminal."""
+
+    def __init__(self, name: str, keys: tuple[str, ...]) -> None:
+        self.name, self.keys = name, keys
+        self.start, self.first_step = time.perf_counter(), 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.start, self.first_step = time.perf_counter(), state.global_step  # a resumed run's pace is its own
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero and logs and "train_runtime" not in logs:
+            line = progress_line(state.global_step, state.max_steps, self.first_step,
+                                 time.perf_counter() - self.start, logs, self.keys)
+            log.info("%s: %s", self.name, line)
 
 
 class SCALeSFTTrainer(StrictResumeMixin, FusedHeadSFTTrainer):
