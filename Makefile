@@ -1,6 +1,7 @@
 # Two entry points: `make repro` (the pipeline on the embedded default) and `make test` (the full suite).
 # Both create .venv if missing, install torch first (its CPU/GPU build is chosen by the pin) and then the
-# project with the run-time constraints. Offline/telemetry defaults are applied by the package itself on import
+# project: every pin, Prefect's fastapi/SQLAlchemy bounds included, is in pyproject.toml, so `pip install -e .`
+# alone gives a working stack. Offline/telemetry defaults are applied by the package itself on import
 # (src/scalevlm/env.py), whichever way a stage starts; `SCALEVLM_ONLINE=1 make repro` allows hub downloads.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -15,11 +16,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup repro test test-fast lint bench study deps clean-venv
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
