@@ -51,4 +51,6 @@ def test_smoke_repro_then_experiments(smoke_trained: tuple[Path, str], tmp_path:
     diff = json.loads(dvc(root, "metrics", "diff", "wend0", "wend5", "--json"))
     assert any(path.startswith("reports/train_sft/scale") for path in diff)
     dvc(root, "plots", "diff", "wend0", "wend5", "-o", str(tmp_path / "plots"))
-    assert (tmp_path / "plots" / "index.html").is_file()
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "sft_loss_think" in html and "grpo_heldout_accuracy" in html  # dvc.yaml's overlays of both arms
+    assert "total_flos" not in html and "epoch.tsv" not in html  # bookkeeping logs are not curves

@@ -153,11 +153,11 @@ def outputs(stage: str, item: Mapping[str, str] | None = None) -> tuple[Path, ..
         return BASE_MODEL, report_dir(PREPARE) / METRICS
     if stage == TRAIN_SFT:
         m = it["method"]
-        return (model_dir(TRAIN_SFT, m), report_dir(TRAIN_SFT, m) / LOG_HISTORY, report_dir(TRAIN_SFT, m) / METRICS,
-                report_dir(TRAIN_SFT, m) / CURVES)
+        return (model_dir(TRAIN_SFT, m), report_dir(TRAIN_SFT, m) / LOG_HISTORY, report_dir(TRAIN_SFT, m) / DVCLIVE,
+                report_dir(TRAIN_SFT, m) / METRICS)
     if stage == TRAIN_GRPO:
         i = it["init"]
-        return model_dir(TRAIN_GRPO, i), report_dir(TRAIN_GRPO, i) / METRICS, report_dir(TRAIN_GRPO, i) / CURVES
+        return model_dir(TRAIN_GRPO, i), report_dir(TRAIN_GRPO, i) / DVCLIVE, report_dir(TRAIN_GRPO, i) / METRICS
     if stage == EVALUATE:
         folder = eval_report(arm(it["train"], it["method"]))
         return folder / PREDICTIONS, folder / METRICS, folder / BENCHMARKS

@@ -32,6 +32,10 @@ from scalevlm.training.methods import segment_weighting
 from scalevlm.training.trl_adapter import FusedHeadSFTTrainer, FusedOutput, StrictResumeMixin
 
 SEGMENTS_KEY = "segment_labels"
+# Trainer logs that are not curves: bookkeeping (epoch, FLOPs, tokens seen) and the one-point run summary at the end
+# (our metrics.json has the run's time and tokens)
+NOT_PLOTTED = frozenset({"epoch", "total_flos", "num_tokens", "train_runtime", "train_samples_per_second",
+                         "train_steps_per_second", "train_loss"})
 MODES = ("train", "eval")
 log = logging.getLogger(__name__)
 
@@ -231,6 +235,8 @@ class StepDVCLiveCallback(TrainerCallback):
             return
         live.step = state.global_step
         for key, value in (logs or {}).items():
+            if key in NOT_PLOTTED:
+                continue
             if Metric.could_log(value):
                 live.log_metric(standardize_metric_name(key, "dvclive.huggingface"), value)
             else:
