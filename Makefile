@@ -14,7 +14,7 @@ export PYTHONHASHSEED ?= 0
 # dvc.yaml commands say `python`: it must be the venv's interpreter.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro test test-fast lint bench study deps clean-venv
+.PHONY: setup repro demo test test-fast lint bench study deps clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ setup: $(STAMP)
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
+
+# three minutes from data to answers: a small r1grid set, a short SCALe-SFT run, predictions (flows/demo.py)
+demo: $(STAMP)
+	$(BIN)/python -m flows.demo
 
 # One pytest worker per core (pytest-xdist); each test file is one unit of work (the two that share the trained
 # project are one), slow files first, so fixtures are built once and the long units overlap the short ones

@@ -68,6 +68,10 @@ def fresh_clone(promoted: dict[str, Path], name: str) -> Path:
 def test_fresh_clone_fetches_prod_and_predict_reproduces_the_evaluation(promoted: dict[str, Path]) -> None:
     clone = fresh_clone(promoted, "clone")
     env = {"SCALEVLM_DVC_REMOTE": str(promoted["remote"])}
+    listed = python(clone, "scalevlm.registry", "list").stdout
+    assert listed.startswith(f"{ARTIFACT}@v0.0.1  commit ") and listed.rstrip().endswith("stages: prod")
+    shown = python(clone, "scalevlm.cli", "registry", "show", "prod").stdout  # the `scalevlm` command's module
+    assert shown.startswith(f"{ARTIFACT}@v0.0.1  commit ") and "\n  arm sft-scale: accuracy " in shown
     fetched = python(clone, "scalevlm.registry", "fetch", "prod", env=env)
     folder = clone / "models/registry" / f"{ARTIFACT}@v0.0.1"
     assert f"prod = {ARTIFACT}@v0.0.1" in fetched.stdout and (folder / "config.json").is_file()

@@ -221,8 +221,9 @@ def _options(args: argparse.Namespace) -> GenerationOptions:
                              top_p=args.top_p, top_k=args.top_k)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m scalevlm.predict", description=__doc__.splitlines()[0])
+def _parser(prog: str = "python -m scalevlm.predict") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="prod | vX.Y.Z | a model folder (default registry: this clone)")
     p.add_argument("--repo", default=".", help="git repository of the registry: path or URL (default: .)")
     p.add_argument("--artifact", default=None, help="registry artifact (default: the one in ./dvc.yaml)")
@@ -287,13 +288,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m scalevlm.predict") -> int:
+    args = _parser(prog).parse_args(argv)  # before the heavy imports: --help and usage errors answer at once
     from scalevlm.modeling import ModelLoadError
     from scalevlm.records import RecordError
     from scalevlm.registry import RegistryError
     from scalevlm.remote import RemoteError
 
-    args = _parser().parse_args(argv)
     try:
         return run(args)
     except (PredictError, RegistryError, RemoteError, ModelLoadError, RecordError, ValueError) as e:

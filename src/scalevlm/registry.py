@@ -131,13 +131,12 @@ def default_artifact(root: Path = Path(".")) -> str:
     return artifacts[0]
 
 
-def resolve(repo: str, artifact: str, ref: str) -> Resolved:
-    """`prod` (any stage) or `vX.Y.Z` of `artifact` in the git repository `repo` (a path or URL) -> its version."""
-    from gto.api import find_versions_in_stage, show
+def registered(repo: str, artifact: str) -> list[dict[str, Any]]:
+    """Every registered version of `artifact` in `repo` (gto's records: version, commit_hexsha, stages, ...),
+    newest first; a RegistryError when there is none or the repository cannot be read."""
+    from gto.api import show
     from gto.exceptions import ArtifactNotFound
 
-    if not (VERSION.fullmatch(ref) or STAGE_NAME.fullmatch(ref)):
-        raise RegistryError(f"{ref!r} is neither a version (vX.Y.Z) nor a registry stage (lowercase, e.g. prod)")
     try:
         versions = show(repo, artifact)
     except ArtifactNotFound:
@@ -148,6 +147,20 @@ def resolve(repo: str, artifact: str, ref: str) -> Resolved:
     if not versions:
         raise RegistryError(f"'{artifact}' has no registered version in {repo}: nothing was promoted yet, or the "
                             "clone lacks the registry's tags (`git fetch --tags`)")
+    return sorted(versions, key=lambda v: [int(x) for x in v["version"].lstrip("v").split(".")], reverse=True)
+
+
+def stages_of(version: dict[str, Any]) -> list[str]:
+    return sorted({s["stage"] for s in version.get("stages", [])})
+
+
+def resolve(repo: str, artifact: str, ref: str) -> Resolved:
+    """`prod` (any stage) or `vX.Y.Z` of `artifact` in the git repository `repo` (a path or URL) -> its version."""
+    from gto.api import find_versions_in_stage
+
+    if not (VERSION.fullmatch(ref) or STAGE_NAME.fullmatch(ref)):
+        raise RegistryError(f"{ref!r} is neither a version (vX.Y.Z) nor a registry stage (lowercase, e.g. prod)")
+    versions = registered(repo, artifact)
     if VERSION.fullmatch(ref):
         found = next((v for v in versions if v["version"] == ref), None)
         if found is None:
@@ -157,7 +170,7 @@ def resolve(repo: str, artifact: str, ref: str) -> Resolved:
     in_stage = find_versions_in_stage(repo, artifact, ref)
     version = (in_stage[0] if in_stage else None) if isinstance(in_stage, list) else in_stage
     if version is None:
-        stages = sorted({s["stage"] for v in versions for s in v.get("stages", [])})
+        stages = sorted({stage for v in versions for stage in stages_of(v)})
         raise RegistryError(f"no version of '{artifact}' is in stage '{ref}' in {repo} (stages in use: {stages}); "
                             "give a stage or a version vX.Y.Z (`gto show` lists them)")
     return Resolved(artifact, version.version, f"{artifact}@{version.version}", version.commit_hexsha, ref)
@@ -280,13 +293,33 @@ def fetch(repo: str, artifact: str, ref: str, out: Path | None = None, force: bo
     return resolved, target, where
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scalevlm.registry", description="The GTO model registry.")
+def describe(repo: str, resolved: Resolved) -> list[str]:
+    """What `show` prints: the version, its commit and stages, and (local repositories) what the gate judged."""
+    version = next(v for v in registered(repo, resolved.artifact) if v["version"] == resolved.version)
+    lines = [f"{resolved.ref}  commit {resolved.commit[:8]}  stages: {', '.join(stages_of(version)) or '-'}"]
+    if Path(repo).is_dir():
+        try:
+            snapshot = snapshot_at(Path(repo), resolved.commit)
+        except (RegistryError, ValueError):
+            return [*lines, f"  (no {SNAPSHOT} at that commit)"]
+        metrics = snapshot.get("metrics", {})
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, int | float))
+        lines.append(f"  arm {snapshot.get('arm')}: {shown}")
+    return lines
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m scalevlm.registry") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="The GTO model registry: list, show and fetch versions.")
     sub = parser.add_subparsers(dest="command", required=True)
-    get = sub.add_parser("fetch", help="download a stage's or a version's model from the DVC remote")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--repo", default=".",
+                        help="git repository holding the registry tags: path or URL (default: .)")
+    common.add_argument("--artifact", default=None, help="artifact name (default: the one in ./dvc.yaml)")
+    sub.add_parser("list", parents=[common], help="every registered version, newest first, with its stages")
+    show = sub.add_parser("show", parents=[common], help="one version or stage: commit, stages, the gate's numbers")
+    show.add_argument("ref", help="a registry stage (prod) or a version (v0.0.3)")
+    get = sub.add_parser("fetch", parents=[common], help="download a stage's or a version's model from the DVC remote")
     get.add_argument("ref", help="a registry stage (prod) or a version (v0.0.3)")
-    get.add_argument("--repo", default=".", help="git repository holding the registry tags: path or URL (default: .)")
-    get.add_argument("--artifact", default=None, help="artifact name (default: the one in ./dvc.yaml)")
     get.add_argument("--out", type=Path, default=None, help=f"folder (default: {FETCH_DIR}/<artifact>@<version>)")
     get.add_argument("--force", action="store_true", help="download again into an existing folder")
     args = parser.parse_args(argv)
@@ -294,6 +327,21 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         artifact = args.artifact or default_artifact(Path(args.repo) if Path(args.repo).is_dir() else Path("."))
+        if args.command == "list":
+            try:
+                versions = registered(args.repo, artifact)
+            except RegistryError as e:
+                if "has no registered version" not in str(e):
+                    raise
+                print(e)  # nothing to list is an answer, not an error
+                return 0
+            for version in versions:
+                stages = ", ".join(stages_of(version)) or "-"
+                print(f"{artifact}@{version['version']}  commit {version['commit_hexsha'][:8]}  stages: {stages}")
+            return 0
+        if args.command == "show":
+            print("\n".join(describe(args.repo, resolve(args.repo, artifact, args.ref))))
+            return 0
         resolved, folder, where = fetch(args.repo, artifact, args.ref, args.out, args.force)
     except (RegistryError, RemoteError) as e:
         print(f"error: {e}", file=sys.stderr)
