@@ -233,7 +233,7 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     facts = run_facts(root, metrics, bench)
     seed_level = study_verdicts(root, cfg.study)
     with atomic_dir(out) as staging:  # the previous report stays whole until this one is
-        plots = plot_all(staging / "plots", table, preds, ids, curves)
+        plots = plot_all(staging / "plots", table, preds, ids, curves, chance)
         write_json(staging / METRICS, summary)
         (staging / "table.md").write_text(markdown_table(table, tests, ratio) + benchmark_markdown(bench),
                                           encoding="utf-8")

@@ -74,6 +74,7 @@ def test_compare_names_a_hub_model_from_prepare_models_report(tmp_path: Path) ->
         folder = tmp_path / "reports/evaluate" / arm
         folder.mkdir(parents=True)
         rows = [{"id": f"local/{i}", "correct": int(i < 10 + k), "format_ok": 1, "think_tokens": 5,
+                 "ref_think_tokens": 6,
                  "completion": "<think>x</think><answer>1</answer>"} for i in range(20)]
         (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         write_json(folder / "metrics.json", {"by_source": {"local": {"accuracy": (10 + k) / 20}}})

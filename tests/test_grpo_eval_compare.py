@@ -234,6 +234,7 @@ def _write_arm(root: Path, arm: str, correct: list[int], think: int, missing: in
     folder = root / "reports" / "evaluate" / arm
     done, cut = "<think>x</think><answer>1</answer>", "<think>x x x"
     rows = [{"id": f"s/{i:03d}", "correct": c, "format_ok": 1, "think_tokens": think + i % 5,
+             "ref_think_tokens": 60 + i % 7,
              "completion": cut if i >= len(correct) - missing else done} for i, c in enumerate(correct)]
     folder.mkdir(parents=True)
     (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
