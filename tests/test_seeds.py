@@ -181,7 +181,7 @@ def test_committed_sweep_specs_expand(project_root) -> None:
         assert len({e.name for e in exps}) == len(exps)
         assert all(e.name.startswith(f"{spec['name']}-") for e in exps)
         sizes[path.stem] = len(exps)
-    assert sizes == {"ablation": 6, "budget": 12, "leakage": 5, "study": 5, "count_ablation": 9, "count_study": 5,
+    assert sizes == {"ablation": 6, "budget": 9, "leakage": 5, "study": 5, "count_ablation": 9, "count_study": 5,
                      "count_sum": 5}
 
 
